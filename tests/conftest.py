@@ -1,0 +1,30 @@
+import pytest
+from django.db import connection
+
+
+def pytest_collection_modifyitems(config, items):
+    """Skip tests that need PostgreSQL or a broker server when the run has neither."""
+    from django.conf import settings
+
+    on_postgres = settings.DATABASES["default"]["ENGINE"].endswith("postgresql")
+    broker_server = settings.CELERY_BROKER_URL.startswith(("redis", "amqp", "pyamqp"))
+    for item in items:
+        if "postgres" in item.keywords and not on_postgres:
+            item.add_marker(pytest.mark.skip(reason="needs PostgreSQL (set DATABASE_URL=postgres://...)"))
+        if "broker" in item.keywords and not broker_server:
+            item.add_marker(pytest.mark.skip(reason="needs a Redis or RabbitMQ broker (set CELERY_BROKER_URL)"))
+
+
+@pytest.fixture(autouse=True)
+def _isolated_files(settings, tmp_path):
+    """Uploads, mail and SMS files go to a per-test folder."""
+    settings.MEDIA_ROOT = str(tmp_path / "media")
+    settings.EMAIL_FILE_PATH = str(tmp_path / "mail")
+    settings.SMS_FILE_PATH = str(tmp_path / "sms" / "outbox.jsonl")
+    settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+    settings.SITE_URL = "https://winback.example.com"
+
+
+@pytest.fixture
+def on_postgres():
+    return connection.vendor == "postgresql"

@@ -1,0 +1,82 @@
+"""Factories for tests (factory_boy)."""
+
+from decimal import Decimal
+
+import factory
+from django.contrib.auth import get_user_model
+from django.utils import timezone
+
+from consent.models import Suppression
+from reactivation.models import ActivityEvent, Customer, DormancyReason, DormancyRule, Segment
+
+
+class UserFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = get_user_model()
+        django_get_or_create = ("username",)
+
+    username = factory.Sequence(lambda n: f"staff{n}")
+    email = factory.LazyAttribute(lambda o: f"{o.username}@staff.example.com")
+    password = factory.PostGenerationMethodCall("set_password", "pass-w0rd-for-tests")
+    is_staff = True
+
+
+class CustomerFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Customer
+
+    external_id = factory.Sequence(lambda n: f"C{n:07d}")
+    name = factory.Faker("name", locale="zh_CN")
+    email = factory.Sequence(lambda n: f"customer{n}@example.com")
+    phone = factory.Sequence(lambda n: f"+86138{n:08d}")
+    locale = "zh-hans"
+    timezone = "Asia/Shanghai"
+    signup_at = factory.LazyFunction(lambda: timezone.now() - timezone.timedelta(days=400))
+    order_count = 0
+    total_spent = Decimal("0")
+
+
+class ActivityEventFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = ActivityEvent
+
+    customer = factory.SubFactory(CustomerFactory)
+    kind = ActivityEvent.LOGIN
+    occurred_at = factory.LazyFunction(timezone.now)
+    source = "test"
+
+
+class DormancyRuleFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = DormancyRule
+        django_get_or_create = ("name",)
+
+    name = factory.Sequence(lambda n: f"Rule {n}")
+    signal = DormancyRule.Signal.LAST_ORDER
+    inactive_days = 90
+    at_risk_days = 60
+
+
+class SegmentFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Segment
+
+    name = factory.Sequence(lambda n: f"Segment {n}")
+
+
+class DormancyReasonFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = DormancyReason
+
+    customer = factory.SubFactory(CustomerFactory)
+    reason = DormancyReason.Reason.FORGOT
+    source = DormancyReason.Source.SURVEY
+
+
+class SuppressionFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Suppression
+
+    channel = "email"
+    address = factory.Sequence(lambda n: f"suppressed{n}@example.com")
+    reason = Suppression.Reason.MANUAL
