@@ -10,7 +10,7 @@ from django.db import migrations
 CREATE = """
 CREATE OR REPLACE FUNCTION consent_ledger_append_only() RETURNS trigger AS $$
 BEGIN
-    RAISE EXCEPTION 'consent_consentevent is append-only: % is not allowed', TG_OP
+    RAISE EXCEPTION 'consent_consentevent is append-only: %% is not allowed', TG_OP
         USING ERRCODE = 'insufficient_privilege';
 END;
 $$ LANGUAGE plpgsql;
