@@ -1,0 +1,1 @@
+"""Admin for bulk imports (ImportJob and the import pages). Imported by reactivation/admin.py."""
