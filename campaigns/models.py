@@ -1,1 +1,395 @@
+"""Offers and grants, message templates, campaigns, runs, deliveries, contact policy, inbox.
 
+Deliveries are unique per (campaign, run, customer): that key, not application logic, is what
+makes launching twice or retrying a task safe.
+"""
+
+from datetime import time
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models
+from django.utils import timezone
+
+from consent.models import Channel
+
+
+# Offers ---------------------------------------------------------------------------------------
+
+
+class Offer(models.Model):
+    class Kind(models.TextChoices):
+        COUPON = "coupon", "Coupon"
+        POINTS = "points", "Points bonus"
+        FREE_TRIAL = "free_trial", "Free trial"
+        EXCLUSIVE_ACCESS = "exclusive_access", "Exclusive access"
+
+    class DiscountType(models.TextChoices):
+        AMOUNT = "amount", "Fixed amount"
+        PERCENT = "percent", "Percent"
+
+    class UsageMode(models.TextChoices):
+        SINGLE_USE = "single_use", "Single use (each code once)"
+        ONCE_PER_CUSTOMER = "once_per_customer", "Once per customer"
+
+    name = models.CharField(max_length=100, unique=True)
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    description = models.TextField(blank=True, help_text="Shown to the customer; may be used in templates.")
+    # Coupon
+    discount_type = models.CharField(max_length=8, choices=DiscountType.choices, blank=True)
+    discount_value = models.DecimalField(max_digits=10, decimal_places=2, null=True, blank=True)
+    min_spend = models.DecimalField(max_digits=10, decimal_places=2, null=True, blank=True)
+    category = models.CharField(max_length=100, blank=True, help_text="Only valid on this category.")
+    valid_days = models.PositiveIntegerField(null=True, blank=True, help_text="Valid for N days after it is granted.")
+    # Points
+    points = models.PositiveIntegerField(null=True, blank=True, help_text="Fixed bonus points.")
+    points_multiplier = models.DecimalField(
+        max_digits=4, decimal_places=2, null=True, blank=True, help_text="e.g. 2 for double points."
+    )
+    multiplier_days = models.PositiveIntegerField(null=True, blank=True)
+    # Free trial
+    trial_plan = models.CharField(max_length=100, blank=True)
+    trial_days = models.PositiveIntegerField(null=True, blank=True)
+    # Exclusive access
+    access_title = models.CharField(max_length=200, blank=True)
+    access_url = models.URLField(blank=True)
+
+    budget = models.PositiveIntegerField(null=True, blank=True, help_text="The most grants it may give; blank = no limit.")
+    granted_count = models.PositiveIntegerField(default=0, editable=False)
+    usage_mode = models.CharField(max_length=20, choices=UsageMode.choices, default=UsageMode.SINGLE_USE)
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    def __str__(self):
+        return self.name
+
+    def clean(self):
+        errors = {}
+        if self.kind == self.Kind.COUPON:
+            if not self.discount_type:
+                errors["discount_type"] = "A coupon needs a discount type."
+            if self.discount_value is None or self.discount_value <= 0:
+                errors["discount_value"] = "A coupon needs a positive discount."
+            elif self.discount_type == self.DiscountType.PERCENT and self.discount_value >= 100:
+                errors["discount_value"] = "A percent discount must be below 100."
+        elif self.kind == self.Kind.POINTS and not (self.points or self.points_multiplier):
+            errors["points"] = "Give fixed points or a multiplier."
+        elif self.kind == self.Kind.FREE_TRIAL and not (self.trial_plan and self.trial_days):
+            errors["trial_days"] = "A free trial needs a plan and a number of days."
+        elif self.kind == self.Kind.EXCLUSIVE_ACCESS and not (self.access_title and self.access_url):
+            errors["access_url"] = "Exclusive access needs a title and a URL."
+        if errors:
+            raise ValidationError(errors)
+
+
+class OfferGrant(models.Model):
+    """An offer given to one customer by one delivery. Append-only; redemption is a separate row."""
+
+    offer = models.ForeignKey(Offer, on_delete=models.PROTECT, related_name="grants")
+    customer = models.ForeignKey("reactivation.Customer", on_delete=models.CASCADE, related_name="offer_grants")
+    campaign = models.ForeignKey("Campaign", null=True, blank=True, on_delete=models.SET_NULL, related_name="grants")
+    run = models.ForeignKey("CampaignRun", null=True, blank=True, on_delete=models.SET_NULL, related_name="grants")
+    delivery = models.OneToOneField("Delivery", null=True, blank=True, on_delete=models.SET_NULL, related_name="grant")
+    code = models.CharField(max_length=20, unique=True, null=True, blank=True, help_text="Coupon code, e.g. K7QM-3XPA-9RTW.")
+    granted_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["customer", "offer"], name="grant_customer_offer_idx")]
+
+    def __str__(self):
+        return self.code or f"{self.offer} → {self.customer_id}"
+
+
+class Redemption(models.Model):
+    """A grant used in an order. One per grant: the unique key is what stops double redemption."""
+
+    grant = models.OneToOneField(OfferGrant, on_delete=models.PROTECT, related_name="redemption")
+    customer = models.ForeignKey("reactivation.Customer", on_delete=models.CASCADE, related_name="redemptions")
+    order_amount = models.DecimalField(max_digits=14, decimal_places=2, null=True, blank=True)
+    order_ref = models.CharField(max_length=100, blank=True)
+    source = models.CharField(max_length=16, default="api")
+    redeemed_at = models.DateTimeField(default=timezone.now)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    def __str__(self):
+        return f"{self.grant} redeemed"
+
+
+# Templates ------------------------------------------------------------------------------------
+
+
+class MessageTemplate(models.Model):
+    """A message in the Django template language, rendered in a restricted context."""
+
+    name = models.CharField(max_length=100, unique=True)
+    channel = models.CharField(max_length=8, choices=Channel.choices)
+    # Email
+    subject = models.CharField(max_length=200, blank=True)
+    html_body = models.TextField(blank=True)
+    text_body = models.TextField(blank=True, help_text="Derived from the HTML when blank.")
+    # SMS
+    sms_text = models.TextField(blank=True, help_text="Signature and opt-out text are added by the SMS channel.")
+    # In-app
+    title = models.CharField(max_length=200, blank=True)
+    body = models.TextField(blank=True)
+    deep_link = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self):
+        return f"{self.name} ({self.get_channel_display()})"
+
+
+# Contact policy -------------------------------------------------------------------------------
+
+
+class ContactPolicy(models.Model):
+    """The global contact rules (a single row, edited in the admin)."""
+
+    daily_cap_all_channels = models.PositiveSmallIntegerField(
+        default=3, help_text="At most this many marketing messages per customer per day over all channels."
+    )
+    sms_enabled = models.BooleanField(default=True, help_text="Switch the SMS channel off for every campaign.")
+    sms_signature = models.CharField(max_length=20, default="品牌", help_text="Shown as 【signature】 at the start.")
+    sms_opt_out_text = models.CharField(max_length=40, default="回复TD退订", help_text="Added at the end of every SMS.")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name_plural = "contact policy"
+
+    def __str__(self):
+        return "Contact policy"
+
+    @classmethod
+    def current(cls) -> "ContactPolicy":
+        policy, _ = cls.objects.get_or_create(pk=1)
+        return policy
+
+
+class ChannelPolicy(models.Model):
+    """Per-channel frequency cap, quiet hours and send rate."""
+
+    channel = models.CharField(max_length=8, choices=Channel.choices, unique=True)
+    cap_count = models.PositiveSmallIntegerField(default=2, help_text="At most N marketing messages…")
+    cap_days = models.PositiveSmallIntegerField(default=7, validators=[MinValueValidator(1)], help_text="…in a rolling D days.")
+    quiet_hours_enabled = models.BooleanField(default=False)
+    window_start = models.TimeField(default=time(8, 0), help_text="Sending window opens (customer's local time).")
+    window_end = models.TimeField(default=time(21, 0), help_text="Sending window closes (customer's local time).")
+    rate_per_second = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Messages per second across all workers; blank = no limit."
+    )
+
+    def __str__(self):
+        return f"{self.get_channel_display()} policy"
+
+
+# Campaigns ------------------------------------------------------------------------------------
+
+
+class Campaign(models.Model):
+    class Status(models.TextChoices):
+        DRAFT = "draft", "Draft"
+        SCHEDULED = "scheduled", "Scheduled"
+        RUNNING = "running", "Running"
+        PAUSED = "paused", "Paused"
+        CANCELLED = "cancelled", "Cancelled"
+        COMPLETED = "completed", "Completed"
+
+    class ScheduleKind(models.TextChoices):
+        ONCE = "once", "Once, at a time"
+        RECURRING = "recurring", "Recurring (crontab)"
+
+    class WhenBudgetExhausted(models.TextChoices):
+        SEND_WITHOUT_OFFER = "send_without_offer", "Send the message without an offer"
+        SKIP = "skip", "Skip the customer"
+
+    name = models.CharField(max_length=100, unique=True)
+    description = models.TextField(blank=True)
+    segment = models.ForeignKey("reactivation.Segment", on_delete=models.PROTECT, related_name="campaigns")
+    channels = models.JSONField(default=list, help_text="Channels in order of preference, e.g. [\"email\", \"sms\"].")
+    email_template = models.ForeignKey(
+        MessageTemplate, null=True, blank=True, on_delete=models.PROTECT, related_name="+", limit_choices_to={"channel": Channel.EMAIL}
+    )
+    sms_template = models.ForeignKey(
+        MessageTemplate, null=True, blank=True, on_delete=models.PROTECT, related_name="+", limit_choices_to={"channel": Channel.SMS}
+    )
+    in_app_template = models.ForeignKey(
+        MessageTemplate, null=True, blank=True, on_delete=models.PROTECT, related_name="+", limit_choices_to={"channel": Channel.IN_APP}
+    )
+    brand = models.CharField(max_length=50, default="品牌", help_text="{{ brand }} in templates.")
+    offer = models.ForeignKey(Offer, null=True, blank=True, on_delete=models.PROTECT, related_name="campaigns")
+    when_budget_exhausted = models.CharField(
+        max_length=20, choices=WhenBudgetExhausted.choices, default=WhenBudgetExhausted.SEND_WITHOUT_OFFER
+    )
+    is_marketing = models.BooleanField(default=True)
+    cap_exempt = models.BooleanField(default=False, help_text="Ignore frequency caps (only for non-marketing messages).")
+    sms_enabled = models.BooleanField(default=True, help_text="Switch SMS off for this campaign (e.g. a market that refuses recall SMS).")
+    reentry_days = models.PositiveIntegerField(default=30, help_text="The same customer gets this campaign at most once per N days.")
+    holdout_percent = models.PositiveSmallIntegerField(
+        default=0, validators=[MaxValueValidator(50)], help_text="Share of targeted customers kept as a holdout that gets nothing."
+    )
+
+    schedule_kind = models.CharField(max_length=10, choices=ScheduleKind.choices, default=ScheduleKind.ONCE)
+    scheduled_at = models.DateTimeField(null=True, blank=True)
+    cron_minute = models.CharField(max_length=64, default="0")
+    cron_hour = models.CharField(max_length=64, default="10")
+    cron_day_of_week = models.CharField(max_length=64, default="*")
+    cron_day_of_month = models.CharField(max_length=64, default="*")
+    cron_month_of_year = models.CharField(max_length=64, default="*")
+    periodic_task = models.OneToOneField(
+        "django_celery_beat.PeriodicTask", null=True, blank=True, on_delete=models.SET_NULL, related_name="+", editable=False
+    )
+
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.DRAFT, db_index=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self):
+        return self.name
+
+    def clean(self):
+        errors = {}
+        if self.cap_exempt and self.is_marketing:
+            errors["cap_exempt"] = "Only non-marketing campaigns may ignore frequency caps."
+        unknown = [c for c in self.channels or [] if c not in Channel.values]
+        if unknown:
+            errors["channels"] = f"Unknown channels: {', '.join(unknown)}."
+        elif not self.channels:
+            errors["channels"] = "Choose at least one channel."
+        else:
+            for channel in self.channels:
+                if getattr(self, f"{channel}_template_id", None) is None:
+                    errors[f"{channel}_template"] = f"A {channel} campaign needs a {channel} template."
+        if self.schedule_kind == self.ScheduleKind.ONCE and self.status == self.Status.SCHEDULED and not self.scheduled_at:
+            errors["scheduled_at"] = "Say when to send."
+        if errors:
+            raise ValidationError(errors)
+
+
+class CampaignRun(models.Model):
+    class Status(models.TextChoices):
+        MATERIALIZING = "materializing", "Choosing recipients"
+        SENDING = "sending", "Sending"
+        PAUSED = "paused", "Paused"
+        CANCELLED = "cancelled", "Cancelled"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="runs")
+    number = models.PositiveIntegerField()
+    trigger = models.CharField(max_length=16, default="manual", help_text="manual, schedule or command.")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.MATERIALIZING)
+    started_at = models.DateTimeField(default=timezone.now)
+    materialized_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    # Counters, refreshed from the deliveries (set-based) as chunks finish.
+    targeted = models.PositiveIntegerField(default=0)
+    sent = models.PositiveIntegerField(default=0)
+    skipped_consent = models.PositiveIntegerField(default=0)
+    skipped_suppressed = models.PositiveIntegerField(default=0)
+    skipped_cap = models.PositiveIntegerField(default=0)
+    skipped_reentry = models.PositiveIntegerField(default=0)
+    skipped_budget = models.PositiveIntegerField(default=0)
+    deferred_quiet = models.PositiveIntegerField(default=0)
+    holdout = models.PositiveIntegerField(default=0)
+    failed = models.PositiveIntegerField(default=0)
+    offers_granted = models.PositiveIntegerField(default=0)
+    sent_without_offer = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["campaign", "number"], name="run_unique_number")]
+        ordering = ["-started_at"]
+
+    def __str__(self):
+        return f"{self.campaign} #{self.number}"
+
+
+class Delivery(models.Model):
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        DEFERRED = "deferred", "Deferred (quiet hours)"
+        SENDING = "sending", "Sending"
+        SENT = "sent", "Sent"
+        FAILED = "failed", "Failed"
+        SKIPPED = "skipped", "Skipped"
+        HOLDOUT = "holdout", "Holdout"
+
+    class SkipReason(models.TextChoices):
+        CONSENT = "consent", "No consent on any allowed channel"
+        SUPPRESSED = "suppressed", "Address suppressed"
+        CAP = "cap", "Frequency cap"
+        REENTRY = "reentry", "Re-entry rule"
+        BUDGET = "budget", "Offer budget exhausted"
+        CHANNEL_OFF = "channel_off", "Channel switched off"
+        NO_ADDRESS = "no_address", "No address on any allowed channel"
+
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="deliveries")
+    run = models.ForeignKey(CampaignRun, on_delete=models.CASCADE, related_name="deliveries")
+    customer = models.ForeignKey("reactivation.Customer", on_delete=models.CASCADE, related_name="deliveries")
+    channel = models.CharField(max_length=8, choices=Channel.choices, blank=True)
+    address = models.CharField(max_length=254, blank=True, help_text="Email or phone at materialization.")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    skip_reason = models.CharField(max_length=16, choices=SkipReason.choices, blank=True)
+    not_before = models.DateTimeField(null=True, blank=True, help_text="Deferred until the sending window opens.")
+    attempts = models.PositiveSmallIntegerField(default=0)
+    provider_id = models.CharField(max_length=200, blank=True)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    opened_at = models.DateTimeField(null=True, blank=True)
+    clicked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name_plural = "deliveries"
+        constraints = [
+            models.UniqueConstraint(fields=["campaign", "run", "customer"], name="delivery_unique_per_run"),
+        ]
+        indexes = [
+            models.Index(fields=["run", "status"], name="delivery_run_status_idx"),
+            # Frequency caps and re-entry look back over sent messages per customer.
+            models.Index(fields=["customer", "channel", "sent_at"], name="delivery_cap_idx"),
+            models.Index(fields=["campaign", "customer", "sent_at"], name="delivery_reentry_idx"),
+        ]
+
+    def __str__(self):
+        return f"{self.campaign} → {self.customer_id} ({self.status})"
+
+
+# In-app inbox and API tokens -----------------------------------------------------------------
+
+
+class InboxMessage(models.Model):
+    customer = models.ForeignKey("reactivation.Customer", on_delete=models.CASCADE, related_name="inbox")
+    delivery = models.OneToOneField(Delivery, null=True, blank=True, on_delete=models.SET_NULL, related_name="inbox_message")
+    title = models.CharField(max_length=200)
+    body = models.TextField()
+    deep_link = models.CharField(max_length=500, blank=True)
+    unsubscribe_url = models.URLField(max_length=500, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    read_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["customer", "-created_at"], name="inbox_customer_idx")]
+
+    def __str__(self):
+        return self.title
+
+
+class ApiToken(models.Model):
+    """A token for the product's servers to call /api/v1/. Only a hash is stored."""
+
+    name = models.CharField(max_length=100)
+    prefix = models.CharField(max_length=12, unique=True, editable=False)
+    key_hash = models.CharField(max_length=64, editable=False)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self):
+        return f"{self.name} ({self.prefix}…)"
