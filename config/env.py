@@ -7,6 +7,7 @@ silently read as a default (healthchecks ``hc/settings.py`` does the same).
 
 import os
 import zoneinfo
+from urllib.parse import urlsplit
 
 import environ
 import phonenumbers
@@ -52,15 +53,25 @@ def env_list(name: str, default: list[str]) -> list[str]:
     return [item.strip() for item in raw.split(",") if item.strip()]
 
 
+_SUPPORTED_DATABASE_ENGINES = {"django.db.backends.postgresql", "django.db.backends.sqlite3"}
+
+
 def env_database(name: str, default: str) -> dict:
     raw = os.environ.get(name) or default
     try:
         config = environ.Env.db_url_config(raw)
     except Exception as exc:  # django-environ raises several types for a bad URL
         raise ImproperlyConfigured(f"{name} is not a valid database URL: {exc}") from None
-    if not config.get("ENGINE"):
-        raise ImproperlyConfigured(f"{name} names an unsupported database scheme: {raw!r}.")
+    engine = config.get("ENGINE") or ""
+    if engine not in _SUPPORTED_DATABASE_ENGINES:
+        raise ImproperlyConfigured(
+            f"{name} must be a postgres:// or sqlite:/// URL (the two databases this project supports); "
+            f"got scheme {raw.split(':', 1)[0]!r}."
+        )
+    if engine.endswith("postgresql") and not config.get("NAME"):
+        raise ImproperlyConfigured(f"{name} must name the database, e.g. postgres://user@host:5432/dbname.")
     return config
+
 
 
 _EMAIL_SHORTHANDS = {"console": "consolemail://", "file": "filemail://", "locmem": "memorymail://"}
@@ -93,6 +104,32 @@ def env_region(name: str, default: str) -> str:
 
 def env_url(name: str, default: str) -> str:
     value = (os.environ.get(name) or default).rstrip("/")
-    if not value.startswith(("http://", "https://")):
-        raise ImproperlyConfigured(f"{name} must be an absolute http(s) URL; got {value!r}.")
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ImproperlyConfigured(f"{name} must be an absolute http(s) URL such as https://winback.example.com; got {value!r}.")
+    return value
+
+
+# Transports Celery (kombu) can reach; "filesystem" needs no server and is the embedded default.
+_BROKER_SCHEMES = {"filesystem", "redis", "rediss", "amqp", "amqps", "pyamqp", "memory", "sqs"}
+
+
+def env_broker(name: str, default: str) -> str:
+    value = os.environ.get(name) or default
+    scheme = value.split("://", 1)[0] if "://" in value else ""
+    if scheme not in _BROKER_SCHEMES:
+        raise ImproperlyConfigured(
+            f"{name} must be a broker URL such as redis://host:6379/0, amqp://user:pass@host:5672// "
+            f"or filesystem://; got {value!r}."
+        )
+    return value
+
+
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def env_log_level(name: str, default: str) -> str:
+    value = (os.environ.get(name) or default).upper()
+    if value not in _LOG_LEVELS:
+        raise ImproperlyConfigured(f"{name} must be one of {', '.join(_LOG_LEVELS)}; got {value!r}.")
     return value

@@ -10,10 +10,12 @@ from django.core.exceptions import ImproperlyConfigured
 
 from config.env import (
     env_bool,
+    env_broker,
     env_database,
     env_email,
     env_int,
     env_list,
+    env_log_level,
     env_region,
     env_str,
     env_timezone,
@@ -40,6 +42,9 @@ elif not DEBUG and (SECRET_KEY.startswith("django-insecure") or len(SECRET_KEY) 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"] if DEBUG else [])
 if not DEBUG and not ALLOWED_HOSTS:
     raise ImproperlyConfigured("ALLOWED_HOSTS must list the site's host names when DEBUG is off.")
+if not DEBUG and "*" in ALLOWED_HOSTS:
+    # A wildcard lets a forged Host header into absolute URLs (password resets, unsubscribe links).
+    raise ImproperlyConfigured("ALLOWED_HOSTS must not contain '*' when DEBUG is off; list the host names.")
 
 SITE_URL = env_url("SITE_URL", "http://localhost:8000")
 if not DEBUG and not SITE_URL.startswith("https://"):
@@ -112,12 +117,14 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # Cache: Redis when the broker is Redis (shared counters such as send rates), else local memory.
 # ------------------------------------------------------------------------------------------
-CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "filesystem://")
+CELERY_BROKER_URL = env_broker("CELERY_BROKER_URL", "filesystem://")
 CACHE_URL = env_str("CACHE_URL", CELERY_BROKER_URL if CELERY_BROKER_URL.startswith("redis") else "")
-if CACHE_URL.startswith("redis"):
+if CACHE_URL.startswith(("redis://", "rediss://")):
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_URL}}
-else:
+elif CACHE_URL in ("", "locmem://"):
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+else:
+    raise ImproperlyConfigured(f"CACHE_URL must be a redis:// URL or locmem:// (or unset); got {CACHE_URL!r}.")
 
 # Auth, i18n --------------------------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [
@@ -191,7 +198,16 @@ if CELERY_BROKER_URL.startswith("filesystem"):
         "data_folder_out": str(_broker_dir / "queue"),
         "processed_folder": str(_broker_dir / "processed"),
         "store_processed": False,
+        # kombu's default is a "control" folder relative to the working directory.
+        "control_folder": str(_broker_dir / "control"),
     }
+    # kombu writes into these folders but never creates them: the first .delay() from the web
+    # process, or the worker's first poll, would fail with FileNotFoundError.
+    try:
+        for _folder in ("queue", "processed", "control"):
+            (_broker_dir / _folder).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ImproperlyConfigured(f"VAR_DIR: cannot create the broker folders under {_broker_dir}: {exc}") from None
 elif CELERY_BROKER_URL.startswith("redis"):
     # Redelivery of unacknowledged tasks after a worker dies; must exceed the longest ETA
     # or countdown we schedule (quiet-hours deferrals can wait up to 13 hours).
@@ -236,6 +252,6 @@ LOGGING = {
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+    "root": {"handlers": ["console"], "level": env_log_level("LOG_LEVEL", "INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
