@@ -101,6 +101,12 @@ class OfferGrant(models.Model):
     def __str__(self):
         return self.code or f"{self.offer} → {self.customer_id}"
 
+    def is_redeemable(self, customer, *, order_amount=None, category=None, now=None) -> tuple[bool, str]:
+        """(True, "ok") or (False, reason); see ``campaigns.offers.grant_is_redeemable``."""
+        from campaigns.offers import grant_is_redeemable
+
+        return grant_is_redeemable(grant=self, customer=customer, order_amount=order_amount, category=category, now=now)
+
 
 class Redemption(models.Model):
     """A grant used in an order. One per grant: the unique key is what stops double redemption."""
