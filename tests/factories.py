@@ -80,3 +80,55 @@ class SuppressionFactory(factory.django.DjangoModelFactory):
     channel = "email"
     address = factory.Sequence(lambda n: f"suppressed{n}@example.com")
     reason = Suppression.Reason.MANUAL
+
+
+# Offers, templates, inbox (campaigns; owner: offers) ---------------------------------------
+
+
+class OfferFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = "campaigns.Offer"
+
+    name = factory.Sequence(lambda n: f"Offer {n}")
+    kind = "coupon"
+    description = "满100减20"
+    discount_type = "amount"
+    discount_value = Decimal("20")
+    min_spend = None
+    valid_days = 14
+    budget = None
+    usage_mode = "single_use"
+
+
+class OfferGrantFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = "campaigns.OfferGrant"
+
+    offer = factory.SubFactory(OfferFactory)
+    customer = factory.SubFactory(CustomerFactory)
+    code = factory.LazyFunction(lambda: __import__("campaigns.offers", fromlist=["x"]).code_generate_bulk(count=1)[0])
+    granted_at = factory.LazyFunction(timezone.now)
+    expires_at = factory.LazyAttribute(lambda o: o.granted_at + timezone.timedelta(days=14))
+
+
+class MessageTemplateFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = "campaigns.MessageTemplate"
+
+    name = factory.Sequence(lambda n: f"Template {n}")
+    channel = "email"
+    subject = "想你了！{{ brand }} 期待与您重逢"
+    html_body = "<p>{{ customer.name }}，好久不见！</p>{% if grant %}<p>优惠码 {{ grant.code }}</p>{% endif %}"
+    sms_text = "{{ customer.name }}，好久不见！"
+    title = "{{ brand }} 想你了"
+    body = "{{ customer.name }}，回来看看吧"
+
+
+class InboxMessageFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = "campaigns.InboxMessage"
+
+    customer = factory.SubFactory(CustomerFactory)
+    title = "我们想你了"
+    body = "回来看看吧"
+    created_at = factory.LazyFunction(timezone.now)
