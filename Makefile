@@ -1,37 +1,44 @@
-# The README's two commands: `make run` and `make test`. Each sets itself up.
+# The README's two commands: `make run` and `make test`. Each sets itself up on a fresh clone.
 SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8000
+HOST ?= 127.0.0.1
 STAMP := $(VENV)/.requirements-installed
 
-.PHONY: run test venv migrate clean bench
+.PHONY: run test venv clean bench
 
 venv: $(STAMP)
 
+# Reinstalls only when requirements.txt changes (the stamp is newer otherwise).
 $(STAMP): requirements.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -r requirements.txt
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
 	@touch $@
 
-# Web (PORT, default 8000), one Celery worker and Celery beat in the foreground; Ctrl-C stops all.
+# Migrate, declare the periodic tasks, seed the demo world once, print the admin login, then run
+# the web server (HOST:PORT, default 127.0.0.1:8000), one Celery worker and Celery beat in the
+# foreground. Ctrl-C stops all three. DATABASE_URL / CELERY_BROKER_URL switch to PostgreSQL and
+# Redis or RabbitMQ; the defaults (SQLite file, filesystem broker under var/) need no server.
 run: export DEBUG ?= 1
+run: export PYTHONUNBUFFERED := 1
+run: export WEB_ADDRESS := $(HOST):$(PORT)
 run: venv
-	@mkdir -p var
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py setup_periodic_tasks
 	$(BIN)/python manage.py seed_demo --if-empty
-	$(BIN)/python manage.py ensure_demo_superuser
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start -f Procfile.dev -p $(PORT)
+	$(BIN)/python manage.py ensure_demo_superuser --port $(PORT)
+	@echo "Starting web (http://localhost:$(PORT)/admin/), one Celery worker and Celery beat; Ctrl-C stops them all."
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start -f Procfile.dev
 
+# The whole suite (pytest + pytest-django). PYTEST_ARGS passes options through, e.g. PYTEST_ARGS=-x.
 test: export DEBUG ?= 1
 test: venv
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: venv
-	@echo "Benchmarks are scripts: see bench/README.md"
+	@echo "Benchmarks are scripts, not tests: see bench/ and the README."
 
 clean:
 	rm -rf $(VENV) var db.sqlite3 db.sqlite3-wal db.sqlite3-shm
