@@ -1,0 +1,322 @@
+import hashlib
+import sys
+import types
+from datetime import timedelta
+from decimal import Decimal
+from unittest import mock
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
+from django.utils import timezone
+from rest_framework.test import APIClient
+
+from campaigns.api.tokens import api_token_create, api_tokens_revoke
+from campaigns.models import ApiToken, Delivery, InboxMessage, Redemption
+from reactivation.models import ActivityEvent
+from tests.campaigns.offer_helpers import make_run
+from tests.factories import CustomerFactory, InboxMessageFactory, OfferFactory, OfferGrantFactory, UserFactory
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def token():
+    return api_token_create(name="shop backend")
+
+
+@pytest.fixture
+def api(token):
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {token.key}")
+    return client
+
+
+# Authentication -----------------------------------------------------------------------------
+
+
+def test_only_the_hash_of_the_token_is_stored(token):
+    row = ApiToken.objects.get(pk=token.token.pk)
+    assert token.key.startswith(row.prefix + ".")
+    assert row.key_hash == hashlib.sha256(token.key.encode()).hexdigest()
+    secret = token.key.split(".", 1)[1]
+    assert all(secret not in str(value) for value in ApiToken.objects.values().get(pk=row.pk).values())
+
+
+@pytest.mark.parametrize(
+    "header",
+    [None, "Bearer", "Bearer a b", "Token abc", "Bearer wb_00000000.nope", "Bearer no-dot-at-all", "Basic dXNlcjpwYXNz"],
+)
+def test_missing_or_wrong_credentials_are_refused_with_401(header, token):
+    customer = CustomerFactory()
+    client = APIClient()
+    if header:
+        client.credentials(HTTP_AUTHORIZATION=header)
+    response = client.get(reverse("api-inbox", args=[customer.external_id]))
+    assert response.status_code == 401
+    assert response["WWW-Authenticate"] == 'Bearer realm="api"'
+
+
+def test_right_prefix_wrong_secret_is_refused(token):
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {token.token.prefix}.{'x' * 43}")
+    assert client.get(reverse("api-inbox", args=[CustomerFactory().external_id])).status_code == 401
+
+
+def test_revoked_token_is_refused(api, token):
+    customer = CustomerFactory()
+    assert api.get(reverse("api-inbox", args=[customer.external_id])).status_code == 200
+    assert api_tokens_revoke(tokens=ApiToken.objects.filter(pk=token.token.pk)) == 1
+    response = api.get(reverse("api-inbox", args=[customer.external_id]))
+    assert response.status_code == 401
+    assert response.json()["detail"] == "Token revoked."
+
+
+def test_a_staff_session_is_not_an_api_credential(client):
+    client.force_login(UserFactory(is_superuser=True))
+    assert client.get(reverse("api-inbox", args=[CustomerFactory().external_id])).status_code == 401
+
+
+def test_last_used_is_written_at_most_once_a_minute(api, token):
+    url = reverse("api-inbox", args=[CustomerFactory().external_id])
+    with CaptureQueriesContext(connection) as queries:
+        api.get(url)
+        api.get(url)
+    updates = [q["sql"] for q in queries if q["sql"].startswith("UPDATE") and "apitoken" in q["sql"]]
+    assert len(updates) == 1
+    first = ApiToken.objects.get(pk=token.token.pk).last_used_at
+    assert first is not None
+    # A minute later the next request moves it again.
+    ApiToken.objects.filter(pk=token.token.pk).update(last_used_at=first - timedelta(seconds=61))
+    api.get(url)
+    assert ApiToken.objects.get(pk=token.token.pk).last_used_at > first - timedelta(seconds=61)
+
+
+# Inbox --------------------------------------------------------------------------------------
+
+
+def test_inbox_lists_newest_first_with_unread_count_and_pages(api):
+    customer, other = CustomerFactory(), CustomerFactory()
+    now = timezone.now()
+    messages = [InboxMessageFactory(customer=customer, title=f"m{i}", created_at=now - timedelta(hours=i)) for i in range(25)]
+    InboxMessage.objects.filter(pk__in=[m.pk for m in messages[:3]]).update(read_at=now)
+    InboxMessageFactory(customer=other, title="not yours")
+
+    response = api.get(reverse("api-inbox", args=[customer.external_id]))
+    assert response.status_code == 200
+    body = response.json()
+    assert (body["count"], body["unread_count"]) == (25, 22)
+    assert [m["title"] for m in body["results"]] == [f"m{i}" for i in range(20)]
+    assert body["results"][0]["is_read"] is True and body["results"][3]["is_read"] is False
+    page2 = api.get(body["next"]).json()
+    assert [m["title"] for m in page2["results"]] == [f"m{i}" for i in range(20, 25)]
+
+
+def test_inbox_query_count_does_not_grow_with_the_page(api):
+    small, large = CustomerFactory(), CustomerFactory()
+    InboxMessageFactory.create_batch(2, customer=small)
+    InboxMessageFactory.create_batch(40, customer=large)
+    api.get(reverse("api-inbox", args=[small.external_id]))  # the token's first use writes last_used_at
+    counts = []
+    for customer in (small, large):
+        with CaptureQueriesContext(connection) as queries:
+            assert api.get(reverse("api-inbox", args=[customer.external_id]) + "?page_size=50").status_code == 200
+        counts.append(len(queries))
+    assert counts[0] == counts[1]
+
+
+def test_inbox_of_unknown_customer_is_404(api):
+    assert api.get(reverse("api-inbox", args=["nobody"])).status_code == 404
+
+
+def test_reading_a_message_marks_it_read_and_its_delivery_opened_once(api):
+    offer = OfferFactory()
+    customer = CustomerFactory()
+    _, (delivery,) = make_run(offer=offer, customers=[customer])
+    message = InboxMessageFactory(customer=customer, delivery=delivery)
+    url = reverse("api-inbox-read", args=[customer.external_id, message.pk])
+
+    first = api.post(url)
+    assert first.status_code == 200 and first.json()["is_read"] is True
+    message.refresh_from_db()
+    delivery.refresh_from_db()
+    assert message.read_at is not None
+    assert delivery.opened_at == message.read_at
+    # Again: same answer, the first read time stays
+    second = api.post(url)
+    assert second.status_code == 200 and second.json()["read_at"] == first.json()["read_at"]
+    delivery.refresh_from_db()
+    assert delivery.opened_at == message.read_at
+
+
+def test_reading_keeps_an_earlier_open(api):
+    customer = CustomerFactory()
+    _, (delivery,) = make_run(offer=OfferFactory(), customers=[customer])
+    opened = timezone.now() - timedelta(days=1)
+    Delivery.objects.filter(pk=delivery.pk).update(opened_at=opened)
+    message = InboxMessageFactory(customer=customer, delivery=delivery)
+    api.post(reverse("api-inbox-read", args=[customer.external_id, message.pk]))
+    delivery.refresh_from_db()
+    assert delivery.opened_at == opened
+
+
+def test_reading_another_customers_message_is_404(api):
+    message = InboxMessageFactory()
+    response = api.post(reverse("api-inbox-read", args=[CustomerFactory().external_id, message.pk]))
+    assert response.status_code == 404
+    message.refresh_from_db()
+    assert message.read_at is None
+
+
+# Redemptions --------------------------------------------------------------------------------
+
+
+def test_redemption_201_then_409(api):
+    grant = OfferGrantFactory(offer=OfferFactory(min_spend=Decimal("100")))
+    payload = {"code": grant.code, "external_id": grant.customer.external_id, "order_amount": "150.00",
+               "order_ref": "SO-77"}
+    created = api.post(reverse("api-redemptions"), payload, format="json")
+    assert created.status_code == 201
+    assert created.json() | {"id": 0, "redeemed_at": ""} == {
+        "id": 0, "code": grant.code, "offer": grant.offer.name, "external_id": grant.customer.external_id,
+        "order_amount": "150.00", "order_ref": "SO-77", "source": "api", "redeemed_at": ""}
+    again = api.post(reverse("api-redemptions"), payload, format="json")
+    assert again.status_code == 409
+    assert again.json()["reason"] == "already_redeemed"
+    assert Redemption.objects.count() == 1
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"code": "ZZZZ-ZZZZ-ZZZZ"}, "unknown_code"),
+        ({"external_id": "nobody"}, "unknown_customer"),
+        ({"order_amount": "99.99"}, "below_min_spend"),
+        ({"at": "2001-01-01T00:00:00Z"}, "not_yet_valid"),
+        ({"at": "2099-01-01T00:00:00+08:00"}, "expired"),
+    ],
+)
+def test_redemption_refusals_are_422_with_the_reason(api, change, reason):
+    grant = OfferGrantFactory(offer=OfferFactory(min_spend=Decimal("100")))
+    payload = {"code": grant.code, "external_id": grant.customer.external_id, "order_amount": "150", **change}
+    response = api.post(reverse("api-redemptions"), payload, format="json")
+    assert response.status_code == 422
+    assert response.json()["reason"] == reason
+    assert response.json()["detail"]
+    assert not Redemption.objects.exists()
+
+
+def test_wrong_customer_is_422(api):
+    grant = OfferGrantFactory()
+    response = api.post(reverse("api-redemptions"), {"code": grant.code, "external_id": CustomerFactory().external_id},
+                        format="json")
+    assert (response.status_code, response.json()["reason"]) == (422, "wrong_customer")
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [{}, {"code": "X"}, {"code": "X", "external_id": "Y", "order_amount": "abc"},
+     {"code": "X", "external_id": "Y", "order_amount": "-1"}, {"code": "X", "external_id": "Y", "at": "yesterday"}],
+)
+def test_malformed_redemption_is_400(api, payload):
+    assert api.post(reverse("api-redemptions"), payload, format="json").status_code == 400
+
+
+# Events -------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def record_batch():
+    """The reactivation service when it exists (spied on), else a stand-in that only saves the rows."""
+    try:
+        from reactivation import services
+
+        real = services.activity_record_batch
+    except (ImportError, AttributeError):
+        real = None
+    if real is not None:
+        with mock.patch("reactivation.services.activity_record_batch", wraps=real) as spy:
+            yield spy
+        return
+    module = types.ModuleType("reactivation.services")
+    module.activity_record_batch = mock.Mock(side_effect=lambda *, events: ActivityEvent.objects.bulk_create(events))
+    with mock.patch.dict(sys.modules, {"reactivation.services": module}):
+        yield module.activity_record_batch
+
+
+def test_events_are_recorded_and_bad_items_reported_per_item(api, record_batch):
+    known = CustomerFactory()
+    payload = [
+        {"external_id": known.external_id, "kind": "order", "occurred_at": "2025-01-02T03:04:05+08:00",
+         "amount": "88.50", "category": "美妆", "item": "SKU-1"},
+        {"external_id": "ghost", "kind": "login", "occurred_at": "2025-01-02T03:04:05Z"},
+        {"external_id": known.external_id, "kind": "login"},
+        "not an object",
+        {"external_id": known.external_id, "kind": "login", "occurred_at": "2025-01-03T00:00:00Z"},
+    ]
+    response = api.post(reverse("api-events"), payload, format="json")
+    assert response.status_code == 200
+    body = response.json()
+    assert (body["received"], body["created"], body["unknown_customer"], body["invalid"]) == (5, 2, 1, 2)
+    assert [(e["index"], e["error"]) for e in body["errors"]] == [(1, "unknown_customer"), (2, "invalid"), (3, "invalid")]
+    assert "occurred_at" in body["errors"][1]["detail"]
+    record_batch.assert_called_once()
+    events = ActivityEvent.objects.filter(customer=known).order_by("occurred_at")
+    assert [(e.kind, e.amount, e.category, e.item_ref, e.source) for e in events] == [
+        ("order", Decimal("88.50"), "美妆", "SKU-1", "api"), ("login", None, "", "", "api")]
+
+
+def test_events_with_no_known_customer_call_nothing(api, record_batch):
+    response = api.post(reverse("api-events"), [{"external_id": "ghost", "kind": "login",
+                                                 "occurred_at": "2025-01-02T03:04:05Z"}], format="json")
+    assert response.json()["created"] == 0
+    record_batch.assert_not_called()
+
+
+@pytest.mark.parametrize("payload", [{"external_id": "x"}, [{}] * 1001])
+def test_events_must_be_a_list_of_at_most_1000(api, record_batch, payload):
+    assert api.post(reverse("api-events"), payload, format="json").status_code == 400
+    record_batch.assert_not_called()
+
+
+def test_events_lookup_is_one_query_whatever_the_batch(api, record_batch):
+    customers = CustomerFactory.create_batch(30)
+    counts = []
+    for size in (2, 30):
+        payload = [{"external_id": c.external_id, "kind": "visit", "occurred_at": "2025-01-02T03:04:05Z"}
+                   for c in customers[:size]]
+        with CaptureQueriesContext(connection) as queries:
+            assert api.post(reverse("api-events"), payload, format="json").json()["created"] == size
+        counts.append(len([q for q in queries if "reactivation_customer" in q["sql"]]))
+    assert counts == [1, 1]
+
+
+# Schema -------------------------------------------------------------------------------------
+
+
+def test_schema_generates_without_warnings_for_these_views():
+    from drf_spectacular.drainage import GENERATOR_STATS
+    from drf_spectacular.generators import SchemaGenerator
+    from drf_spectacular.validation import validate_schema
+
+    GENERATOR_STATS.reset()
+    schema = SchemaGenerator().get_schema(request=None, public=True)
+    validate_schema(schema)
+    ours = ("Inbox", "Redemption", "Events", "campaigns")
+    problems = [m for m in [*GENERATOR_STATS._warn_cache, *GENERATOR_STATS._error_cache] if any(s in m for s in ours)]
+    assert problems == []
+    paths = schema["paths"]
+    for path in ("/api/v1/customers/{external_id}/inbox/", "/api/v1/customers/{external_id}/inbox/{message_id}/read/",
+                 "/api/v1/redemptions/", "/api/v1/events/"):
+        assert path in paths
+    assert schema["components"]["securitySchemes"]["ApiToken"] == {
+        "type": "http", "scheme": "bearer", "description": "An API token created in the admin."}
+    assert "unread_count" in schema["components"]["schemas"]["PaginatedInboxMessageList"]["properties"]
+    assert set(paths["/api/v1/redemptions/"]["post"]["responses"]) == {"201", "400", "409", "422"}
+
+
+def test_schema_is_served(client):
+    response = client.get("/api/v1/schema/")
+    assert response.status_code == 200
+    assert b"/api/v1/redemptions/" in response.content
