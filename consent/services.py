@@ -4,14 +4,18 @@ Each decision appends a ``ConsentEvent`` and moves ``ConsentState`` in the same 
 so the fast filter used when sending can never disagree with the ledger.
 """
 
+import hashlib
+import logging
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from django.db import transaction
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 
 from core.phones import normalize_email, normalize_phone
-from consent.models import Action, Channel, ConsentEvent, ConsentState, Purpose, Source, Suppression
+from consent.models import Action, Channel, ConsentEvent, ConsentState, Purpose, SmsReply, Source, Suppression
 
 _STATUS_FOR_ACTION = {Action.GRANT: ConsentState.Status.GRANTED, Action.WITHDRAW: ConsentState.Status.WITHDRAWN}
 
@@ -136,3 +140,202 @@ def suppression_add(*, channel: str, address: str, reason: str, note: str = "", 
         channel=channel, address=normalized, defaults={"reason": reason, "note": note, "created_by": actor}
     )
     return suppression
+
+
+# Opt-outs as they arrive: SMS replies, email bounces, complaints and ESP unsubscribes ----------
+
+logger = logging.getLogger(__name__)
+
+
+def _customers_with_address(*, channel: str, address: str) -> list:
+    """Every customer holding ``address``: one phone or mailbox may be shared by several."""
+    from reactivation.models import Customer
+
+    field_name = "email" if channel == Channel.EMAIL else "phone"
+    return list(Customer.objects.filter(**{field_name: address}).order_by("pk"))
+
+
+def _not_in_future(at: datetime | None) -> datetime:
+    # A provider clock running ahead must not let its event outrank decisions made after it.
+    now = timezone.now()
+    return now if at is None or at > now else at
+
+
+def sms_reply_record(*, sender: str, text: str, provider_id: str = "", received_at: datetime | None = None) -> SmsReply:
+    """Store an inbound SMS and apply what it asks for; used by the webhook and the poller.
+
+    - Withdrawal keywords (``consent.keywords``) withdraw SMS consent, and START/UNSTOP/YES grant
+      it, for *every* customer with that phone (source ``sms_reply``, evidence: raw text, sender,
+      provider id, reply id). ``SmsReply.customer`` points at the first of them.
+    - A sender matching no customer is stored with outcome ``unknown_sender``. When it said STOP
+      the number is also suppressed (reason ``manual``): a number that asked us to stop must never
+      be texted, even if it is later imported on a new customer. A later START does not lift that
+      suppression; Compliance can remove it in the admin once the person has opted in again.
+    - Anything else is stored with outcome ``reply`` and changes nothing.
+
+    Idempotent per ``provider_id``: the same provider id returns the reply already stored and
+    records nothing again (re-polling and webhook retries are safe).
+    """
+    reply, _created = _sms_reply_record(sender=sender, text=text, provider_id=provider_id, received_at=received_at)
+    return reply
+
+
+@transaction.atomic
+def _sms_reply_record(*, sender, text, provider_id, received_at) -> tuple[SmsReply, bool]:
+    from consent.keywords import SmsIntent, sms_intent
+
+    provider_id = (provider_id or "").strip()
+    if provider_id:
+        existing = SmsReply.objects.filter(provider_id=provider_id).first()
+        if existing is not None:
+            return existing, False
+    raw_sender = (sender or "").strip()
+    try:
+        phone = normalize_phone(raw_sender)
+    except ValidationError:
+        phone = ""
+    intent = sms_intent(text)
+    customers = _customers_with_address(channel=Channel.SMS, address=phone) if phone else []
+    outcome = str(intent) if customers else "unknown_sender"
+    received_at = _not_in_future(received_at)
+    try:
+        # The savepoint lets a concurrent delivery of the same provider id lose cleanly.
+        with transaction.atomic():
+            reply = SmsReply.objects.create(
+                sender=(phone or raw_sender)[:32], text=text or "", customer=customers[0] if customers else None,
+                outcome=outcome, provider_id=provider_id, received_at=received_at,
+            )
+    except IntegrityError:
+        if not provider_id:
+            raise
+        return SmsReply.objects.get(provider_id=provider_id), False
+
+    evidence = {"text": text or "", "sender": raw_sender, "provider_id": provider_id, "sms_reply_id": reply.pk}
+    if intent is SmsIntent.WITHDRAW:
+        for customer in customers:
+            consent_withdraw(customer=customer, channel=Channel.SMS, source=Source.SMS_REPLY, evidence=evidence, at=received_at)
+        if not customers:
+            if phone:
+                suppression_add(
+                    channel=Channel.SMS, address=phone, reason=Suppression.Reason.MANUAL,
+                    note=f"Opt-out keyword {text!r} from a number matching no customer (SMS reply #{reply.pk}).",
+                )
+            else:
+                logger.warning("sms_reply_unparseable_sender reply_id=%s: opt-out not applied to any number", reply.pk)
+    elif intent is SmsIntent.GRANT:
+        for customer in customers:
+            consent_grant(customer=customer, channel=Channel.SMS, source=Source.SMS_REPLY, evidence=evidence, at=received_at)
+    logger.info("sms_reply_recorded reply_id=%s outcome=%s customers=%s", reply.pk, outcome, len(customers))
+    return reply, True
+
+
+def sms_replies_pull(*, backend) -> dict[str, int]:
+    """Record every reply ``backend.fetch_replies()`` yields; returns counts.
+
+    Replies carry ``sender``, ``text``, ``provider_id`` and ``received_at``. A reply without a
+    provider id gets one derived from its content, so pulling the same file twice records it
+    once. Each reply is its own transaction: one that fails is logged and counted, and the
+    others are still recorded (the next pull retries it).
+    """
+    counts = {"pulled": 0, "recorded": 0, "duplicate": 0, "failed": 0}
+    for item in backend.fetch_replies():
+        counts["pulled"] += 1
+        sender, text = str(getattr(item, "sender", "") or ""), str(getattr(item, "text", "") or "")
+        provider_id = str(getattr(item, "provider_id", "") or "")
+        try:
+            received_at = datetime_parse(getattr(item, "received_at", None))
+            provider_id = provider_id or _derived_provider_id(sender, text, received_at)
+            _reply, created = _sms_reply_record(sender=sender, text=text, provider_id=provider_id, received_at=received_at)
+        except Exception:
+            # Logged without the text or number: both are personal data.
+            logger.exception("sms_reply_pull_failed provider_id=%s", provider_id)
+            counts["failed"] += 1
+            continue
+        counts["recorded" if created else "duplicate"] += 1
+    return counts
+
+
+def datetime_parse(value) -> datetime | None:
+    """An aware datetime from a datetime or an ISO 8601 string (naive means TIME_ZONE);
+    None when empty. Raises ValueError when the string is not a date and time."""
+    if value in (None, ""):
+        return None
+    if not isinstance(value, datetime):
+        parsed = parse_datetime(str(value).strip())
+        if parsed is None:
+            raise ValueError(f"{value!r} is not an ISO 8601 date and time.")
+        value = parsed
+    return value if timezone.is_aware(value) else timezone.make_aware(value)
+
+
+def _derived_provider_id(sender: str, text: str, received_at) -> str:
+    stamp = received_at.isoformat() if isinstance(received_at, datetime) else str(received_at or "")
+    digest = hashlib.sha256("\x1f".join([sender, text, stamp]).encode()).hexdigest()
+    return f"sha256:{digest[:48]}"
+
+
+def email_bounce_record(*, address: str, permanent: bool, reason_text: str = "") -> Suppression | None:
+    """A permanent bounce suppresses the address (reason ``hard_bounce``); a soft one changes
+    nothing, since the mailbox may accept the next message. Returns the suppression or None.
+    Raises ValidationError when ``address`` is not an email address."""
+    normalized = normalize_email(address)
+    if not normalized:
+        raise ValidationError("A bounce needs the recipient's address.", code="email")
+    if not permanent:
+        logger.info("email_soft_bounce_ignored reason=%s", (reason_text or "")[:200])
+        return None
+    return suppression_add(
+        channel=Channel.EMAIL, address=normalized, reason=Suppression.Reason.HARD_BOUNCE,
+        note=f"Hard bounce: {reason_text}"[:1000],
+    )
+
+
+@transaction.atomic
+def email_complaint_record(*, address: str, evidence: dict | None = None, at: datetime | None = None) -> Suppression:
+    """A spam complaint suppresses the address and withdraws email consent of every customer
+    holding it (source ``complaint``)."""
+    normalized = normalize_email(address)
+    if not normalized:
+        raise ValidationError("A complaint needs the recipient's address.", code="email")
+    suppression = suppression_add(
+        channel=Channel.EMAIL, address=normalized, reason=Suppression.Reason.COMPLAINT,
+        note=str((evidence or {}).get("description") or "Spam complaint")[:1000],
+    )
+    for customer in _customers_with_address(channel=Channel.EMAIL, address=normalized):
+        consent_withdraw(customer=customer, channel=Channel.EMAIL, source=Source.COMPLAINT, evidence=evidence,
+                         at=_not_in_future(at))
+    return suppression
+
+
+@transaction.atomic
+def email_unsubscribe_record(*, address: str, evidence: dict | None = None, at: datetime | None = None) -> list[ConsentEvent]:
+    """An unsubscribe the email provider received (its own link or List-Unsubscribe handling)
+    withdraws email consent of every customer holding the address. Source ``unsubscribe_link``:
+    ``one_click`` is kept for RFC 8058 POSTs our own endpoint verified."""
+    normalized = normalize_email(address)
+    if not normalized:
+        raise ValidationError("An unsubscribe needs the recipient's address.", code="email")
+    return [
+        consent_withdraw(customer=customer, channel=Channel.EMAIL, source=Source.UNSUBSCRIBE_LINK, evidence=evidence,
+                         at=_not_in_future(at))
+        for customer in _customers_with_address(channel=Channel.EMAIL, address=normalized)
+    ]
+
+
+@transaction.atomic
+def consent_preferences_update(*, customer, wanted: dict[str, bool], evidence: dict | None = None,
+                               source: str = Source.PREFERENCE_CENTER) -> list[ConsentEvent]:
+    """Record a grant or withdrawal for each channel in ``wanted`` whose answer differs from the
+    current state (no state row counts as not granted); unchanged channels record nothing."""
+    granted = set(
+        ConsentState.objects.filter(
+            customer=customer, purpose=Purpose.MARKETING, status=ConsentState.Status.GRANTED
+        ).values_list("channel", flat=True)
+    )
+    events = []
+    for channel, want in wanted.items():
+        if want and channel not in granted:
+            events.append(consent_grant(customer=customer, channel=channel, source=source, evidence=evidence))
+        elif not want and channel in granted:
+            events.append(consent_withdraw(customer=customer, channel=channel, source=source, evidence=evidence))
+    return events

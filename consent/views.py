@@ -1,0 +1,277 @@
+"""Public opt-out pages and the SMS webhook: parse the request, call consent.services.
+
+Pages are in the customer's language (``customer.locale``: zh-* is Chinese, anything else
+English) from the small string table below rather than gettext, so they do not depend on
+compiled catalogs being present on the server.
+"""
+
+import hashlib
+import hmac
+import logging
+
+from django.conf import settings
+from django.http import HttpResponse, JsonResponse
+from django.shortcuts import render
+from django.urls import reverse
+from django.views.decorators.cache import never_cache
+from django.views.decorators.csrf import csrf_exempt, csrf_protect
+from django.views.decorators.http import require_http_methods, require_POST
+
+from consent import services
+from consent.forms import PreferencesForm
+from consent.models import Channel, ConsentState, Source, Suppression
+from core.masking import mask_email, mask_phone
+from core.tokens import BadToken, unsubscribe_token_read
+from reactivation.models import Customer
+
+logger = logging.getLogger(__name__)
+
+ONE_CLICK_FIELD, ONE_CLICK_VALUE = "List-Unsubscribe", "One-Click"
+
+STRINGS = {
+    "en": {
+        "lang": "en",
+        "title": "Unsubscribe",
+        "prefs_title": "Message preferences",
+        "channel_email": "Marketing emails",
+        "channel_sms": "Marketing text messages (SMS)",
+        "channel_in_app": "Messages in the app",
+        "confirm_question": "Stop receiving {channel}?",
+        "confirm_to": "Sent to {address}.",
+        "confirm_button": "Unsubscribe",
+        "already_withdrawn": "You are already unsubscribed from {channel}. You can still confirm again.",
+        "done_title": "You are unsubscribed",
+        "done_text": "You will no longer receive {channel} from us. It takes effect immediately.",
+        "prefs_link": "Manage all your message preferences",
+        "prefs_intro": "Choose which marketing messages you want to receive.",
+        "prefs_save": "Save my choices",
+        "prefs_saved": "Your choices are saved.",
+        "prefs_unchanged": "Nothing changed.",
+        "no_address": "no address on file",
+        "suppressed": "Messages to {address} stay blocked because this address bounced or reported spam.",
+        "one_click_done": "You are unsubscribed.",
+    },
+    "zh-hans": {
+        "lang": "zh-CN",
+        "title": "退订",
+        "prefs_title": "消息偏好设置",
+        "channel_email": "营销邮件",
+        "channel_sms": "营销短信",
+        "channel_in_app": "应用内消息",
+        "confirm_question": "确定不再接收{channel}吗？",
+        "confirm_to": "接收地址：{address}",
+        "confirm_button": "确认退订",
+        "already_withdrawn": "您已退订{channel}。如需要，可以再次确认。",
+        "done_title": "退订成功",
+        "done_text": "您将不再收到我们的{channel}，立即生效。",
+        "prefs_link": "管理全部消息偏好",
+        "prefs_intro": "请选择您希望接收的营销消息。",
+        "prefs_save": "保存设置",
+        "prefs_saved": "您的设置已保存。",
+        "prefs_unchanged": "没有变更。",
+        "no_address": "未登记联系方式",
+        "suppressed": "发往 {address} 的消息仍会被拦截（该地址曾退信或举报垃圾邮件）。",
+        "one_click_done": "退订成功。",
+    },
+}
+
+
+def _strings(customer) -> dict:
+    return STRINGS["zh-hans" if (customer.locale or "").lower().startswith("zh") else "en"]
+
+
+def _masked_address(customer, channel: str) -> str:
+    if channel == Channel.EMAIL:
+        return mask_email(customer.email)
+    if channel == Channel.SMS:
+        return mask_phone(customer.phone)
+    return ""
+
+
+def _raw_address(customer, channel: str) -> str:
+    return {Channel.EMAIL: customer.email, Channel.SMS: customer.phone}.get(channel, "")
+
+
+def _evidence(request) -> dict:
+    # REMOTE_ADDR, not X-Forwarded-For: a header anyone can set is no evidence. Behind a proxy,
+    # the proxy must set REMOTE_ADDR (gunicorn --forwarded-allow-ips does).
+    return {
+        "ip": request.META.get("REMOTE_ADDR", ""),
+        "user_agent": request.META.get("HTTP_USER_AGENT", "")[:500],
+    }
+
+
+def _claim(token: str):
+    """(customer, channel) for a valid token, or None: forged, damaged, expired, unknown
+    channel or a customer that no longer exists all read as "this link is invalid"."""
+    try:
+        claim = unsubscribe_token_read(token)
+    except BadToken:
+        return None
+    if claim.channel not in Channel.values:
+        return None
+    customer = Customer.objects.filter(pk=claim.customer_id).first()
+    return (customer, claim.channel) if customer is not None else None
+
+
+def _invalid_link(request, *, plain: bool = False):
+    logger.warning("consent_link_invalid path=%s", request.path)
+    if plain:
+        return HttpResponse("This link is invalid.\n", status=400, content_type="text/plain; charset=utf-8")
+    return render(request, "consent/invalid_link.html", status=400)
+
+
+def _no_leak(response):
+    # The token in the URL is the customer's key to these pages: never send it onwards in a
+    # Referer, never let a shared cache keep the page, and keep it out of search indexes.
+    response["Referrer-Policy"] = "no-referrer"
+    response["X-Robots-Tag"] = "noindex, nofollow"
+    return response
+
+
+def _is_one_click(request) -> bool:
+    """RFC 8058: the body is exactly ``List-Unsubscribe=One-Click``, form-encoded or multipart.
+    Decided by the body alone, since mailbox providers send neither cookies nor a CSRF token."""
+    content_type = request.content_type or ""
+    if content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
+        return request.POST.get(ONE_CLICK_FIELD) == ONE_CLICK_VALUE
+    return request.body.strip() == f"{ONE_CLICK_FIELD}={ONE_CLICK_VALUE}".encode()
+
+
+@csrf_exempt
+@never_cache
+@require_http_methods(["GET", "HEAD", "POST"])
+def unsubscribe(request, token: str):
+    """GET/HEAD: a confirmation page that changes nothing (link scanners follow links).
+    POST from the page's form (CSRF-checked): withdraw, source ``unsubscribe_link``.
+    RFC 8058 one-click POST (no cookies, no CSRF token): withdraw, source ``one_click``, 200.
+
+    A repeated withdrawal is recorded again: each is evidence of what the person asked, and
+    the ledger stays bounded by how often they press the button.
+    """
+    if request.method == "POST" and _is_one_click(request):
+        return _no_leak(_unsubscribe_one_click(request, token))
+    return _no_leak(_unsubscribe_page(request, token))
+
+
+def _unsubscribe_one_click(request, token: str):
+    claim = _claim(token)
+    if claim is None:
+        return _invalid_link(request, plain=True)
+    customer, channel = claim
+    services.consent_withdraw(customer=customer, channel=channel, source=Source.ONE_CLICK, evidence=_evidence(request))
+    logger.info("consent_unsubscribed source=one_click customer_id=%s channel=%s", customer.pk, channel)
+    return HttpResponse(_strings(customer)["one_click_done"] + "\n", content_type="text/plain; charset=utf-8")
+
+
+@csrf_protect
+def _unsubscribe_page(request, token: str):
+    claim = _claim(token)
+    if claim is None:
+        return _invalid_link(request)
+    customer, channel = claim
+    strings = _strings(customer)
+    channel_name = strings[f"channel_{channel}"]
+    context = {
+        "t": strings,
+        "channel_name": channel_name,
+        "address": _masked_address(customer, channel),
+        "preferences_url": reverse("consent:preferences", args=[token]),
+    }
+    if request.method == "POST":
+        services.consent_withdraw(
+            customer=customer, channel=channel, source=Source.UNSUBSCRIBE_LINK, evidence=_evidence(request)
+        )
+        logger.info("consent_unsubscribed source=unsubscribe_link customer_id=%s channel=%s", customer.pk, channel)
+        context["done_text"] = strings["done_text"].format(channel=channel_name)
+        return render(request, "consent/unsubscribe_done.html", context)
+    withdrawn = ConsentState.objects.filter(
+        customer=customer, channel=channel, status=ConsentState.Status.WITHDRAWN
+    ).exists()
+    context["question"] = strings["confirm_question"].format(channel=channel_name)
+    context["sent_to"] = strings["confirm_to"].format(address=context["address"]) if context["address"] else ""
+    context["already"] = strings["already_withdrawn"].format(channel=channel_name) if withdrawn else ""
+    return render(request, "consent/unsubscribe_confirm.html", context)
+
+
+@never_cache
+@csrf_protect
+@require_http_methods(["GET", "HEAD", "POST"])
+def preferences(request, token: str):
+    """Per-channel choices. POST records a grant or withdrawal (source ``preference_center``)
+    only for the channels whose answer changed."""
+    claim = _claim(token)
+    if claim is None:
+        return _no_leak(_invalid_link(request))
+    customer, _channel = claim
+    strings = _strings(customer)
+    granted = set(
+        ConsentState.objects.filter(customer=customer, status=ConsentState.Status.GRANTED).values_list("channel", flat=True)
+    )
+    current = {channel: channel in granted for channel in Channel.values}
+    available = {
+        Channel.EMAIL: bool(customer.email),
+        Channel.SMS: bool(customer.phone),
+        Channel.IN_APP: True,
+    }
+    form = PreferencesForm(request.POST if request.method == "POST" else None, current=current, available=available)
+    message = ""
+    if request.method == "POST" and form.is_valid():
+        events = services.consent_preferences_update(customer=customer, wanted=form.wanted(), evidence=_evidence(request))
+        logger.info("consent_preferences_saved customer_id=%s changes=%s", customer.pk, len(events))
+        message = strings["prefs_saved"] if events else strings["prefs_unchanged"]
+        current |= form.wanted()
+    suppressed = set(
+        Suppression.objects.filter(
+            channel__in=[Channel.EMAIL, Channel.SMS],
+            address__in=[a for a in (customer.email, customer.phone) if a],
+        ).values_list("channel", flat=True)
+    )
+    rows = []
+    for channel in Channel.values:
+        address = _masked_address(customer, channel)
+        rows.append(
+            {
+                "field": form[channel],
+                "label": strings[f"channel_{channel}"],
+                "address": address or ("" if channel == Channel.IN_APP else strings["no_address"]),
+                # Shown when the customer wants messages the suppression will still block.
+                "suppressed_note": strings["suppressed"].format(address=address)
+                if channel in suppressed and current[channel]
+                else "",
+            }
+        )
+    return _no_leak(render(request, "consent/preferences.html", {"t": strings, "rows": rows, "message": message, "form": form}))
+
+
+@csrf_exempt
+@require_POST
+def sms_inbound(request):
+    """Inbound SMS from a provider: form fields ``from`` and ``text`` (optional ``id``,
+    ``received_at`` as ISO 8601), header ``X-Signature`` = hex HMAC-SHA256 of the raw body keyed
+    with SMS_WEBHOOK_SECRET. 503 when no secret is configured, 403 on a missing or wrong
+    signature, 400 on a malformed body; nothing is recorded in any of these cases."""
+    secret = getattr(settings, "SMS_WEBHOOK_SECRET", "")
+    if not secret:
+        logger.error("sms_inbound_refused reason=no_secret_configured")
+        return JsonResponse({"error": "SMS webhook is not configured."}, status=503)
+    body = request.body
+    expected = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest().encode()
+    # Header values arrive as latin-1 text; compare bytes so any value is comparable.
+    given = request.headers.get("X-Signature", "").strip().lower().encode("latin-1", "replace")
+    if not given or not hmac.compare_digest(expected, given):
+        logger.warning("sms_inbound_refused reason=%s", "missing_signature" if not given else "bad_signature")
+        return JsonResponse({"error": "Bad signature."}, status=403)
+    sender, text = request.POST.get("from", "").strip(), request.POST.get("text")
+    if not sender or text is None:
+        logger.warning("sms_inbound_refused reason=missing_fields")
+        return JsonResponse({"error": "Fields 'from' and 'text' are required."}, status=400)
+    try:
+        received_at = services.datetime_parse(request.POST.get("received_at"))
+    except ValueError:
+        logger.warning("sms_inbound_refused reason=bad_received_at")
+        return JsonResponse({"error": "received_at must be an ISO 8601 date and time."}, status=400)
+    reply = services.sms_reply_record(
+        sender=sender, text=text, provider_id=request.POST.get("id", "")[:100], received_at=received_at
+    )
+    return JsonResponse({"id": reply.pk, "outcome": reply.outcome})
