@@ -311,3 +311,35 @@ def test_a_received_at_in_the_future_is_clamped_to_now():
 
     assert reply.received_at <= timezone.now()
     assert ConsentEvent.objects.get(customer=customer, action="withdraw").at <= timezone.now()
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_deliveries_of_one_provider_id_record_one_reply():
+    import threading
+
+    from django.db import connection
+
+    customer = _sms_customer()
+    barrier = threading.Barrier(4)
+    results, errors = [], []
+
+    def deliver():
+        try:
+            barrier.wait()
+            results.append(sms_reply_record(sender="+8613812345678", text="TD", provider_id="race-1").pk)
+        except Exception as exc:  # pragma: no cover - reported by the assertion below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=deliver) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert errors == []
+    assert len(set(results)) == 1 and len(results) == 4
+    assert SmsReply.objects.count() == 1
+    assert ConsentEvent.objects.filter(customer=customer, action="withdraw").count() == 1
