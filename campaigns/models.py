@@ -99,7 +99,8 @@ class OfferGrant(models.Model):
         indexes = [models.Index(fields=["customer", "offer"], name="grant_customer_offer_idx")]
 
     def __str__(self):
-        return self.code or f"{self.offer} → {self.customer_id}"
+        # Codes are worth money: never spell one out where a label goes (titles, logs, selects).
+        return f"Grant #{self.pk} ({self.code[:4]}-****-****)" if self.code else f"Grant #{self.pk}"
 
     def is_redeemable(self, customer, *, order_amount=None, category=None, now=None) -> tuple[bool, str]:
         """(True, "ok") or (False, reason); see ``campaigns.offers.grant_is_redeemable``."""

@@ -339,6 +339,44 @@ def render_message(*, template, customer, campaign=None, grant=None, channel=Non
         return _render_fields(template=template, context=context, channel=channel, locale=customer.locale)
 
 
+# Starting points --------------------------------------------------------------------------
+
+# The playbook's three email subject styles, offered in the admin as templates to start from.
+EMAIL_STARTING_POINTS = {
+    "nostalgic": {
+        "label": "Nostalgic: 想你了！",
+        "subject": "想你了！{{ brand }} 期待与您重逢",
+        "html_body": (
+            "<p>{{ customer.name }}，好久不见！</p>\n"
+            "<p>{{ brand }} 一直记得你。{% if favourite_category %}你喜欢的{{ favourite_category }}上新了，{% endif %}回来看看吧。</p>\n"
+            "{% if grant %}<p>为你准备了 {{ offer.discount }} 优惠券：<strong>{{ grant.code }}</strong>"
+            "{% if grant.expires_at %}（{{ grant.expires_at|date:\"Y-m-d\" }} 前有效）{% endif %}</p>{% endif %}"
+        ),
+    },
+    "offer": {
+        "label": "Offer: 专属惊喜",
+        "subject": "{{ brand }} 为你准备了一份专属惊喜，点击领取！",
+        "html_body": (
+            "<p>{{ customer.name }}，你好！</p>\n"
+            "{% if grant %}<p>{{ offer.description|default:offer.name }}</p>\n"
+            "<p>你的专属优惠码：<strong>{{ grant.code }}</strong>"
+            "{% if offer.min_spend %}（满{{ offer.min_spend }}可用）{% endif %}"
+            "{% if grant.expires_at %}，{{ grant.expires_at|date:\"Y-m-d\" }} 前有效{% endif %}。</p>"
+            "{% else %}<p>{{ brand }} 为你准备了新品与好物，快来看看。</p>{% endif %}"
+        ),
+    },
+    "question": {
+        "label": "Question: 最近还好吗？",
+        "subject": "最近还好吗？{{ brand }} 想知道您为什么离开了我们",
+        "html_body": (
+            "<p>{{ customer.name }}，最近还好吗？</p>\n"
+            "<p>我们注意到你有一段时间没来 {{ brand }} 了。能告诉我们原因吗？你的回答会让我们变得更好。</p>\n"
+            "{% if grant %}<p>作为感谢，送你一张优惠券：<strong>{{ grant.code }}</strong></p>{% endif %}"
+        ),
+    },
+}
+
+
 # Validation ---------------------------------------------------------------------------------
 
 REQUIRED_FIELDS = {

@@ -1,0 +1,497 @@
+"""Admin for offers, grants, redemptions, message templates, API tokens and the inbox.
+
+Imported at the end of campaigns/admin.py. Grants, redemptions and inbox messages are
+append-only records: read-only here. Coupon codes are not personal data but they are worth
+money, so only staff who may change offers see them in full; others see the first group.
+"""
+
+import logging
+import random
+
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.mail import EmailMultiAlternatives
+from django.core.validators import validate_email
+from django.http import HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.html import format_html
+from import_export.admin import ImportExportModelAdmin
+
+from campaigns.api.tokens import api_token_create, api_tokens_revoke
+from campaigns.models import (
+    ApiToken,
+    Campaign,
+    ContactPolicy,
+    InboxMessage,
+    MessageTemplate,
+    Offer,
+    OfferGrant,
+    Redemption,
+)
+from campaigns.offers import redemptions_import_csv
+from campaigns.rendering import (
+    EMAIL_STARTING_POINTS,
+    TemplateRenderError,
+    render_message,
+    sample_customer,
+    sample_grant,
+    validate_template,
+)
+from campaigns.resources import MessageTemplateResource, OfferResource
+from campaigns.sms_length import sms_parts
+from consent.models import Channel
+from core.masking import mask_email, mask_phone
+from core.paginator import EstimatedCountPaginator
+from core.phones import normalize_phone
+from reactivation.models import Customer
+
+logger = logging.getLogger(__name__)
+
+CODE_PERMISSION = "campaigns.change_offer"
+REDEMPTION_UPLOAD_MAX_BYTES = 20 * 1024 * 1024
+SEGMENT_SAMPLE_SIZE = 1000
+
+
+def can_see_codes(user) -> bool:
+    return bool(user and user.is_active and user.has_perm(CODE_PERMISSION))
+
+
+def mask_code(code: str | None) -> str:
+    if not code:
+        return "—"
+    head, _, rest = code.partition("-")
+    return head + "-" + "-".join("****" for _ in rest.split("-")) if rest else "****"
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    paginator = EstimatedCountPaginator
+    show_full_result_count = False
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+# Offers -------------------------------------------------------------------------------------
+
+
+@admin.register(Offer)
+class OfferAdmin(ImportExportModelAdmin):
+    resource_classes = [OfferResource]
+    list_display = ["name", "kind", "usage_mode", "budget", "granted_count", "remaining", "is_active", "created_at"]
+    list_filter = ["kind", "usage_mode", "is_active"]
+    search_fields = ["name"]
+    readonly_fields = ["granted_count", "remaining", "redeemed", "created_at"]
+    fieldsets = [
+        (None, {"fields": ["name", "kind", "description", "is_active"]}),
+        ("Budget and usage", {"fields": ["budget", "granted_count", "remaining", "redeemed", "usage_mode"]}),
+        ("Coupon", {"fields": ["discount_type", "discount_value", "min_spend", "category", "valid_days"]}),
+        ("Points", {"fields": ["points", "points_multiplier", "multiplier_days"]}),
+        ("Free trial", {"fields": ["trial_plan", "trial_days"]}),
+        ("Exclusive access", {"fields": ["access_title", "access_url"]}),
+        ("History", {"fields": ["created_at"]}),
+    ]
+
+    @admin.display(description="Remaining")
+    def remaining(self, obj):
+        if obj.budget is None:
+            return "∞"
+        return max(0, obj.budget - obj.granted_count)
+
+    @admin.display(description="Redeemed")
+    def redeemed(self, obj):
+        if obj.pk is None:
+            return 0
+        return Redemption.objects.filter(grant__offer=obj).count()
+
+    def has_delete_permission(self, request, obj=None):
+        # Grants point at their offer (PROTECT); an offer with grants is switched off, not deleted.
+        if obj is not None and obj.granted_count:
+            return False
+        return super().has_delete_permission(request, obj)
+
+
+@admin.register(OfferGrant)
+class OfferGrantAdmin(ReadOnlyAdmin):
+    list_display = ["masked_code", "offer", "customer_ref", "campaign", "run", "granted_at", "expires_at", "redeemed"]
+    list_filter = ["offer", "campaign"]
+    list_select_related = ["offer", "customer", "campaign", "run", "run__campaign", "redemption"]
+    search_fields = ["=code", "=customer__external_id"]
+    date_hierarchy = "granted_at"
+    ordering = ["-granted_at"]
+
+    def get_fields(self, request, obj=None):
+        code = "code" if can_see_codes(request.user) else "masked_code"
+        return [code, "offer", "customer_ref", "campaign", "run", "delivery", "granted_at", "expires_at", "redeemed"]
+
+    def get_readonly_fields(self, request, obj=None):
+        return self.get_fields(request, obj)
+
+    def get_list_display(self, request):
+        visible = can_see_codes(request.user)
+
+        @admin.display(description="Code", ordering="code")
+        def code_display(obj):
+            return (obj.code or "—") if visible else mask_code(obj.code)
+
+        return [code_display, *self.list_display[1:]]
+
+    @admin.display(description="Code")
+    def masked_code(self, obj):
+        return mask_code(obj.code)
+
+    @admin.display(description="Customer", ordering="customer__external_id")
+    def customer_ref(self, obj):
+        return obj.customer.external_id
+
+    @admin.display(description="Redeemed", boolean=True)
+    def redeemed(self, obj):
+        return hasattr(obj, "redemption")
+
+
+class RedemptionImportForm(forms.Form):
+    file = forms.FileField(help_text="CSV with a header row: code, external_id[, order_amount, order_ref, at, category].")
+
+    def clean_file(self):
+        upload = self.cleaned_data["file"]
+        if upload.size > REDEMPTION_UPLOAD_MAX_BYTES:
+            raise ValidationError(f"The file is larger than {REDEMPTION_UPLOAD_MAX_BYTES // (1024 * 1024)} MB.")
+        return upload
+
+
+@admin.register(Redemption)
+class RedemptionAdmin(ReadOnlyAdmin):
+    list_display = ["masked_code", "offer", "customer_ref", "order_amount", "order_ref", "source", "redeemed_at"]
+    list_filter = ["source", "grant__offer"]
+    list_select_related = ["grant", "grant__offer", "customer"]
+    search_fields = ["=grant__code", "=customer__external_id", "=order_ref"]
+    date_hierarchy = "redeemed_at"
+    ordering = ["-redeemed_at"]
+    change_list_template = "admin/campaigns/redemption/change_list.html"
+
+    def get_fields(self, request, obj=None):
+        code = "grant_code" if can_see_codes(request.user) else "masked_code"
+        return [code, "offer", "customer_ref", "order_amount", "order_ref", "source", "redeemed_at", "created_at"]
+
+    def get_readonly_fields(self, request, obj=None):
+        return self.get_fields(request, obj)
+
+    def get_list_display(self, request):
+        visible = can_see_codes(request.user)
+
+        @admin.display(description="Code", ordering="grant__code")
+        def code_display(obj):
+            return obj.grant.code if visible else mask_code(obj.grant.code)
+
+        return [code_display, *self.list_display[1:]]
+
+    @admin.display(description="Code")
+    def grant_code(self, obj):
+        return obj.grant.code
+
+    @admin.display(description="Code")
+    def masked_code(self, obj):
+        return mask_code(obj.grant.code)
+
+    @admin.display(description="Offer", ordering="grant__offer__name")
+    def offer(self, obj):
+        return obj.grant.offer
+
+    @admin.display(description="Customer", ordering="customer__external_id")
+    def customer_ref(self, obj):
+        return obj.customer.external_id
+
+    def get_urls(self):
+        return [
+            path("import-csv/", self.admin_site.admin_view(self.import_csv_view), name="campaigns_redemption_import"),
+            *super().get_urls(),
+        ]
+
+    def import_csv_view(self, request):
+        if not request.user.has_perm("campaigns.add_redemption"):
+            raise PermissionDenied
+        form = RedemptionImportForm(request.POST or None, request.FILES or None)
+        result = None
+        if request.method == "POST" and form.is_valid():
+            try:
+                result = redemptions_import_csv(file=form.cleaned_data["file"], source="import")
+            except (ValueError, UnicodeDecodeError) as exc:
+                form.add_error("file", str(exc))
+            else:
+                self.message_user(request, f"Redemptions imported: {result.summary()}",
+                                  messages.SUCCESS if not result.errors else messages.WARNING)
+        context = {
+            **self.admin_site.each_context(request), "opts": self.model._meta, "title": "Import redemptions",
+            "form": form, "result": result,
+        }
+        return TemplateResponse(request, "admin/campaigns/redemption/import.html", context)
+
+
+# Message templates --------------------------------------------------------------------------
+
+
+class MessageTemplateForm(forms.ModelForm):
+    class Meta:
+        model = MessageTemplate
+        fields = "__all__"
+
+    def clean(self):
+        cleaned = super().clean()
+        if self.errors:
+            return cleaned
+        candidate = MessageTemplate(**{f: cleaned.get(f, "") for f in (
+            "name", "channel", "subject", "html_body", "text_body", "sms_text", "title", "body", "deep_link")})
+        try:
+            validate_template(template=candidate)
+        except TemplateRenderError as exc:
+            field = exc.field if exc.field in self.fields else None
+            self.add_error(field, f"This template cannot be rendered: {exc.message}")
+        return cleaned
+
+
+class PreviewForm(forms.Form):
+    external_id = forms.CharField(required=False, label="Customer external id")
+    campaign = forms.ModelChoiceField(
+        Campaign.objects.select_related("segment", "offer").order_by("name"), required=False,
+        help_text="Without a customer: a random customer of this campaign's segment. Its brand and offer are used.",
+    )
+
+
+class TestSendForm(forms.Form):
+    to = forms.CharField(label="Send a test to", help_text="An email address or a phone number you typed yourself.")
+
+    def __init__(self, *args, channel, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.channel = channel
+
+    def clean_to(self):
+        to = self.cleaned_data["to"].strip()
+        if self.channel == Channel.EMAIL:
+            validate_email(to)
+            return to.lower()
+        phone = normalize_phone(to)
+        if not phone:
+            raise ValidationError("Enter a valid phone number.")
+        return phone
+
+
+def _sms_with_policy(text: str) -> str:
+    # The SMS transport adds these; counting them here shows the marketer what is billed.
+    policy = ContactPolicy.current()
+    return f"【{policy.sms_signature}】{text}{policy.sms_opt_out_text}"
+
+
+def send_test_message(*, channel: str, to: str, message, template) -> str:
+    """Send a one-off test. Not a marketing delivery: no Delivery row, so no cap counts it.
+
+    Uses the channel transport when the pipeline's registry provides it; email falls back to
+    Django's mail backend. Returns a short description of what was done.
+    """
+    try:
+        from campaigns.channels.registry import transport_for  # the pipeline's transports
+    except ImportError:
+        transport_for = None
+    if transport_for is not None and hasattr(transport_for(channel), "send_test"):
+        return transport_for(channel).send_test(to=to, message=message) or "sent"
+    if channel == Channel.EMAIL:
+        mail = EmailMultiAlternatives(subject=f"[TEST] {message.subject}", body=message.text, to=[to])
+        mail.attach_alternative(message.html, "text/html")
+        mail.send()
+        return "sent by email"
+    raise RuntimeError(f"No transport is available for test sends on the {channel} channel.")
+
+
+@admin.register(MessageTemplate)
+class MessageTemplateAdmin(ImportExportModelAdmin):
+    form = MessageTemplateForm
+    resource_classes = [MessageTemplateResource]
+    list_display = ["name", "channel", "subject", "updated_at", "preview_link"]
+    list_filter = ["channel"]
+    search_fields = ["name"]
+    change_list_template = "admin/campaigns/messagetemplate/change_list.html"
+    change_form_template = "admin/campaigns/messagetemplate/change_form.html"
+    fieldsets = [
+        (None, {"fields": ["name", "channel"]}),
+        ("Email", {"fields": ["subject", "html_body", "text_body"],
+                   "description": "Use {{ brand }}, {{ customer.name }}, {{ customer.first_name }}, {{ favourite_category }}, "
+                                  "{{ grant.code }}, {{ grant.expires_at|date:'Y-m-d' }}, {{ offer.discount }}, "
+                                  "{{ offer.description }}, {{ unsubscribe_url }}, {{ preferences_url }}. The unsubscribe "
+                                  "footer is added to every email."}),
+        ("SMS", {"fields": ["sms_text"], "description": "【signature】 and the opt-out text are added when sending."}),
+        ("In-app", {"fields": ["title", "body", "deep_link"]}),
+    ]
+
+    @admin.display(description="Preview")
+    def preview_link(self, obj):
+        return format_html('<a href="{}">Preview</a>', reverse("admin:campaigns_messagetemplate_preview", args=[obj.pk]))
+
+    def changelist_view(self, request, extra_context=None):
+        extra_context = {**(extra_context or {}), "starting_points": [
+            (key, point["label"]) for key, point in EMAIL_STARTING_POINTS.items()]}
+        return super().changelist_view(request, extra_context)
+
+    def get_changeform_initial_data(self, request):
+        initial = super().get_changeform_initial_data(request)
+        point = EMAIL_STARTING_POINTS.get(request.GET.get("starting_point", ""))
+        if point:
+            initial.update(channel=Channel.EMAIL, subject=point["subject"], html_body=point["html_body"])
+        return initial
+
+    def get_urls(self):
+        return [
+            path("<int:object_id>/preview/", self.admin_site.admin_view(self.preview_view),
+                 name="campaigns_messagetemplate_preview"),
+            *super().get_urls(),
+        ]
+
+    def _preview_customer(self, form):
+        """(customer, note) from the form: a chosen customer, a random one of the segment, or a sample."""
+        external_id = form.cleaned_data.get("external_id", "").strip()
+        campaign = form.cleaned_data.get("campaign")
+        if external_id:
+            customer = Customer.objects.filter(external_id=external_id).first()
+            if customer is None:
+                form.add_error("external_id", "No customer has this external id.")
+                return sample_customer(), "sample customer"
+            return customer, f"customer {customer.external_id}"
+        if campaign is not None:
+            # A random customer among the first rows of the segment: ORDER BY random() would
+            # sort the whole segment, which may be millions of rows.
+            ids = list(campaign.segment.customers().values_list("pk", flat=True)[:SEGMENT_SAMPLE_SIZE])
+            if ids:
+                customer = Customer.objects.get(pk=random.choice(ids))
+                return customer, f"random customer {customer.external_id} of segment “{campaign.segment}”"
+            form.add_error("campaign", "This campaign's segment has no customers; showing a sample customer.")
+        return sample_customer(), "sample customer"
+
+    def preview_view(self, request, object_id):
+        template = get_object_or_404(MessageTemplate, pk=object_id)
+        if not self.has_view_or_change_permission(request, template):
+            raise PermissionDenied
+        data = request.POST if request.method == "POST" else request.GET
+        form = PreviewForm(data or None)
+        customer, note, campaign = sample_customer(), "sample customer", None
+        if form.is_bound and form.is_valid():
+            campaign = form.cleaned_data.get("campaign")
+            customer, note = self._preview_customer(form)
+        offer = campaign.offer if campaign is not None and campaign.offer_id else None
+        grant = sample_grant(offer) if offer is not None else None
+
+        message, error = None, None
+        try:
+            message = render_message(template=template, customer=customer, campaign=campaign, grant=grant, preview=True)
+        except TemplateRenderError as exc:
+            error = str(exc)
+
+        can_send = template.channel in (Channel.EMAIL, Channel.SMS) and self.has_change_permission(request, template)
+        send_form = TestSendForm(request.POST if "send_test" in request.POST else None, channel=template.channel)
+        if "send_test" in request.POST:
+            if not can_send:
+                raise PermissionDenied
+            if message is not None and send_form.is_valid():
+                to = send_form.cleaned_data["to"]
+                masked = mask_email(to) if template.channel == Channel.EMAIL else mask_phone(to)
+                try:
+                    outcome = send_test_message(channel=template.channel, to=to, message=message, template=template)
+                except Exception as exc:  # noqa: BLE001 - shown to the marketer, who can fix the address or settings
+                    logger.warning("test send failed template=%s to=%s: %s", template.pk, masked, exc)
+                    self.message_user(request, f"The test could not be sent: {exc}", messages.ERROR)
+                else:
+                    self.log_change(request, template, f"Test {template.channel} sent to {masked} ({note}).")
+                    self.message_user(request, f"Test sent to {masked} ({outcome}).", messages.SUCCESS)
+                    return HttpResponseRedirect(request.get_full_path())
+
+        sms = None
+        if message is not None and template.channel == Channel.SMS:
+            full = _sms_with_policy(message.text)
+            sms = {"body": sms_parts(message.text), "full_text": full, "full": sms_parts(full)}
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta, "original": template, "title": f"Preview: {template}",
+            "form": form, "send_form": send_form, "can_send": can_send, "message": message, "error": error,
+            "note": note, "campaign": campaign, "offer": offer, "sms": sms, "channel": template.channel,
+        }
+        return TemplateResponse(request, "admin/campaigns/messagetemplate/preview.html", context)
+
+
+# API tokens ---------------------------------------------------------------------------------
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(admin.ModelAdmin):
+    list_display = ["name", "prefix", "created_by", "created_at", "last_used_at", "revoked_at", "active"]
+    list_filter = [("revoked_at", admin.EmptyFieldListFilter)]
+    search_fields = ["name", "=prefix"]
+    actions = ["revoke"]
+
+    def get_fields(self, request, obj=None):
+        if obj is None:
+            return ["name"]
+        return ["name", "prefix", "created_by", "created_at", "last_used_at", "revoked_at"]
+
+    def get_readonly_fields(self, request, obj=None):
+        if obj is None:
+            return []
+        return ["prefix", "created_by", "created_at", "last_used_at", "revoked_at"]
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # revoke instead: the row says who made the token and when it was last used
+
+    @admin.display(description="Active", boolean=True)
+    def active(self, obj):
+        return obj.revoked_at is None
+
+    def save_model(self, request, obj, form, change):
+        if change:
+            obj.save(update_fields=["name"])
+            return
+        created = api_token_create(name=obj.name, created_by=request.user)
+        obj.pk, obj.prefix, obj.key_hash = created.token.pk, created.token.prefix, created.token.key_hash
+        obj.created_by, obj.created_at = created.token.created_by, created.token.created_at
+        obj._state.adding, obj._state.db = False, created.token._state.db
+        request._api_token_key = created.key
+
+    def response_add(self, request, obj, post_url_continue=None):
+        key = getattr(request, "_api_token_key", None)
+        if key is None:
+            return super().response_add(request, obj, post_url_continue)
+        context = {
+            **self.admin_site.each_context(request), "opts": self.model._meta, "original": obj,
+            "title": "API token created", "key": key,
+            "changelist_url": reverse("admin:campaigns_apitoken_changelist"),
+        }
+        response = TemplateResponse(request, "admin/campaigns/apitoken/created.html", context)
+        response["Cache-Control"] = "no-store"  # the one time the secret is shown
+        return response
+
+    @admin.action(description="Revoke the selected tokens", permissions=["change"])
+    def revoke(self, request, queryset):
+        count = api_tokens_revoke(tokens=queryset)
+        self.message_user(request, f"{count} token(s) revoked.", messages.SUCCESS)
+
+
+# Inbox --------------------------------------------------------------------------------------
+
+
+@admin.register(InboxMessage)
+class InboxMessageAdmin(ReadOnlyAdmin):
+    list_display = ["title", "customer_ref", "created_at", "read_at"]
+    list_select_related = ["customer"]
+    search_fields = ["=customer__external_id"]
+    list_filter = [("read_at", admin.EmptyFieldListFilter)]
+    date_hierarchy = "created_at"
+    ordering = ["-created_at"]
+    fields = ["customer_ref", "title", "body", "deep_link", "delivery", "created_at", "read_at"]
+    readonly_fields = fields
+
+    @admin.display(description="Customer", ordering="customer__external_id")
+    def customer_ref(self, obj):
+        return obj.customer.external_id

@@ -1,0 +1,62 @@
+"""django-import-export resources for offers and message templates.
+
+Rows are matched by ``name``. Every exported cell is neutralized against formula injection
+(core.csv_safety). Imported offers go through the model's ``clean``; imported templates must
+render, exactly as when saved in the admin. Counters (``granted_count``) are exported but never
+imported: only grants move them.
+"""
+
+from django.core.exceptions import ValidationError
+from import_export import resources
+
+from campaigns.models import MessageTemplate, Offer
+from campaigns.rendering import TemplateRenderError, validate_template
+from core.csv_safety import neutralize_row
+
+
+class SafeExportMixin:
+    def export_resource(self, instance, selected_fields=None, **kwargs):
+        return neutralize_row(super().export_resource(instance, selected_fields, **kwargs))
+
+
+OFFER_FIELDS = (
+    "name", "kind", "description", "discount_type", "discount_value", "min_spend", "category", "valid_days",
+    "points", "points_multiplier", "multiplier_days", "trial_plan", "trial_days", "access_title", "access_url",
+    "budget", "usage_mode", "is_active",
+)
+
+
+class OfferResource(SafeExportMixin, resources.ModelResource):
+    class Meta:
+        model = Offer
+        import_id_fields = ("name",)
+        fields = OFFER_FIELDS + ("granted_count",)
+        export_order = fields
+        skip_unchanged = True
+        clean_model_instances = True
+
+    def get_import_fields(self):
+        return [f for f in super().get_import_fields() if f.attribute != "granted_count"]
+
+    def import_field(self, field, instance, row, is_m2m=False, **kwargs):
+        if field.attribute == "granted_count":
+            return
+        super().import_field(field, instance, row, is_m2m=is_m2m, **kwargs)
+
+
+class MessageTemplateResource(SafeExportMixin, resources.ModelResource):
+    class Meta:
+        model = MessageTemplate
+        import_id_fields = ("name",)
+        fields = ("name", "channel", "subject", "html_body", "text_body", "sms_text", "title", "body", "deep_link")
+        export_order = fields
+        skip_unchanged = True
+        clean_model_instances = True
+
+    def validate_instance(self, instance, import_validation_errors=None, validate_unique=True):
+        errors = dict(import_validation_errors or {})
+        try:
+            validate_template(template=instance)
+        except TemplateRenderError as exc:
+            errors.setdefault(exc.field or "channel", []).append(exc.message)
+        super().validate_instance(instance, errors or None, validate_unique)

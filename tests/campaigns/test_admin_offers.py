@@ -1,0 +1,289 @@
+import io
+from unittest import mock
+
+import pytest
+from django.contrib.admin.models import LogEntry
+from django.contrib.auth.models import Permission
+from django.core import mail
+from django.urls import NoReverseMatch, reverse
+
+import campaigns.admin_offers  # noqa: F401 - registered by campaigns/admin.py; imported here too in case it is not yet
+from campaigns.models import ApiToken, Campaign, Delivery, MessageTemplate, Redemption
+from reactivation.models import Customer, Segment
+from tests.factories import (
+    CustomerFactory,
+    InboxMessageFactory,
+    MessageTemplateFactory,
+    OfferFactory,
+    OfferGrantFactory,
+    SegmentFactory,
+    UserFactory,
+)
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def consent_urls(settings):
+    try:
+        reverse("consent:unsubscribe", args=["x"])
+    except NoReverseMatch:
+        settings.ROOT_URLCONF = "tests.campaigns.consent_urls_stub_admin"
+
+
+@pytest.fixture
+def admin_client(client):
+    client.force_login(UserFactory(username="root", is_superuser=True))
+    return client
+
+
+def staff_with(client, *codenames):
+    user = UserFactory()
+    user.user_permissions.add(*Permission.objects.filter(content_type__app_label="campaigns", codename__in=codenames))
+    client.force_login(user)
+    return client
+
+
+# Smoke --------------------------------------------------------------------------------------
+
+
+def test_every_page_opens_for_a_superuser(admin_client):
+    grant = OfferGrantFactory()
+    redemption = Redemption.objects.create(grant=grant, customer=grant.customer)
+    template = MessageTemplateFactory()
+    inbox = InboxMessageFactory()
+    admin_client.post(reverse("admin:campaigns_apitoken_add"), {"name": "t"})
+    token = ApiToken.objects.get()
+    pages = [
+        ("offer", grant.offer.pk), ("offergrant", grant.pk), ("redemption", redemption.pk),
+        ("messagetemplate", template.pk), ("apitoken", token.pk), ("inboxmessage", inbox.pk),
+    ]
+    for model, pk in pages:
+        assert admin_client.get(reverse(f"admin:campaigns_{model}_changelist")).status_code == 200, model
+        assert admin_client.get(reverse(f"admin:campaigns_{model}_change", args=[pk])).status_code == 200, model
+    for model in ("offer", "messagetemplate", "apitoken"):
+        assert admin_client.get(reverse(f"admin:campaigns_{model}_add")).status_code == 200, model
+    for model in ("offergrant", "redemption", "inboxmessage"):
+        assert admin_client.get(reverse(f"admin:campaigns_{model}_add")).status_code == 403, model
+
+
+def test_offer_list_shows_budget_granted_and_remaining(admin_client):
+    OfferFactory(name="Spring coupon", budget=100)
+    from campaigns.models import Offer
+
+    Offer.objects.filter(name="Spring coupon").update(granted_count=40)
+    response = admin_client.get(reverse("admin:campaigns_offer_changelist"))
+    row = response.content.decode().split(">Spring coupon</a>")[1].split("</tr>")[0]
+    assert ">100<" in row and ">40<" in row and ">60<" in row
+
+
+# Codes are shown only to staff who may change offers -----------------------------------------
+
+
+def test_grant_codes_are_masked_without_change_offer_permission(client):
+    grant = OfferGrantFactory(code="K7QM-3XPA-9RTW")
+    staff_with(client, "view_offergrant")
+    listing = client.get(reverse("admin:campaigns_offergrant_changelist")).content.decode()
+    detail = client.get(reverse("admin:campaigns_offergrant_change", args=[grant.pk])).content.decode()
+    assert "K7QM-****-****" in listing and "K7QM-****-****" in detail
+    assert "3XPA" not in listing and "3XPA" not in detail
+
+
+def test_grant_codes_are_shown_with_change_offer_permission(client):
+    grant = OfferGrantFactory(code="K7QM-3XPA-9RTW")
+    staff_with(client, "view_offergrant", "change_offer")
+    assert "K7QM-3XPA-9RTW" in client.get(reverse("admin:campaigns_offergrant_changelist")).content.decode()
+    assert "K7QM-3XPA-9RTW" in client.get(reverse("admin:campaigns_offergrant_change", args=[grant.pk])).content.decode()
+
+
+# Message templates --------------------------------------------------------------------------
+
+
+def template_form(**fields):
+    return {"name": "Win-back", "channel": "email", "subject": "想你了！{{ brand }}", "html_body": "<p>hi</p>",
+            "text_body": "", "sms_text": "", "title": "", "body": "", "deep_link": "", **fields}
+
+
+def test_a_template_that_fails_to_render_is_refused_with_the_error(admin_client):
+    response = admin_client.post(reverse("admin:campaigns_messagetemplate_add"),
+                                 template_form(html_body="<p>{% if %}</p>"))
+    assert response.status_code == 200
+    errors = response.context["adminform"].form.errors
+    assert "html_body" in errors and "cannot be rendered" in errors["html_body"][0]
+    assert "Unexpected end of expression in if tag" in response.content.decode()
+    assert not MessageTemplate.objects.exists()
+
+
+def test_a_template_loading_a_library_is_refused(admin_client):
+    response = admin_client.post(reverse("admin:campaigns_messagetemplate_add"),
+                                 template_form(subject="{% load static %}x"))
+    assert "subject" in response.context["adminform"].form.errors
+    assert not MessageTemplate.objects.exists()
+
+
+def test_a_template_missing_its_channel_fields_is_refused(admin_client):
+    response = admin_client.post(reverse("admin:campaigns_messagetemplate_add"), template_form(channel="sms"))
+    assert "sms_text" in response.context["adminform"].form.errors
+
+
+def test_a_good_template_is_saved(admin_client):
+    response = admin_client.post(reverse("admin:campaigns_messagetemplate_add"), template_form())
+    assert response.status_code == 302
+    assert MessageTemplate.objects.get().subject == "想你了！{{ brand }}"
+
+
+@pytest.mark.parametrize(("key", "subject"), [
+    ("nostalgic", "想你了！{{ brand }} 期待与您重逢"),
+    ("offer", "{{ brand }} 为你准备了一份专属惊喜，点击领取！"),
+    ("question", "最近还好吗？{{ brand }} 想知道您为什么离开了我们"),
+])
+def test_starting_points_prefill_the_add_form_and_save(admin_client, key, subject):
+    listing = admin_client.get(reverse("admin:campaigns_messagetemplate_changelist")).content.decode()
+    assert f"?starting_point={key}" in listing
+    response = admin_client.get(reverse("admin:campaigns_messagetemplate_add") + f"?starting_point={key}")
+    form = response.context["adminform"].form
+    assert form.initial["subject"] == subject and form.initial["channel"] == "email"
+    saved = admin_client.post(reverse("admin:campaigns_messagetemplate_add"),
+                              template_form(name=key, subject=subject, html_body=form.initial["html_body"]))
+    assert saved.status_code == 302
+
+
+# Preview and test send ----------------------------------------------------------------------
+
+
+def preview_url(template):
+    return reverse("admin:campaigns_messagetemplate_preview", args=[template.pk])
+
+
+def test_preview_for_a_chosen_customer(admin_client):
+    template = MessageTemplateFactory(html_body="<p>{{ customer.name }} {{ customer.email }}</p>")
+    customer = CustomerFactory(name="王芳", email="wang@example.com")
+    response = admin_client.get(preview_url(template), {"external_id": customer.external_id})
+    assert response.status_code == 200
+    assert response.context["message"].subject == "想你了！品牌 期待与您重逢"
+    assert "王芳" in response.context["message"].html
+    assert "wang@example.com" not in response.content.decode()
+    assert "/preview-email/" in response.context["message"].unsubscribe_url
+
+
+def test_preview_for_an_unknown_customer_says_so(admin_client):
+    response = admin_client.get(preview_url(MessageTemplateFactory()), {"external_id": "nobody"})
+    assert "No customer has this external id." in response.content.decode()
+    assert response.context["note"] == "sample customer"
+
+
+def test_preview_for_a_random_customer_of_the_campaign_segment_with_its_offer(admin_client):
+    member, outsider = CustomerFactory(name="成员"), CustomerFactory(name="外人")
+    segment = SegmentFactory()
+    template = MessageTemplateFactory(html_body="<p>{{ customer.name }} {{ grant.code }} {{ offer.discount }}</p>")
+    campaign = Campaign.objects.create(name="C", segment=segment, channels=["email"], email_template=template,
+                                       brand="小花", offer=OfferFactory(discount_value=30))
+    with mock.patch.object(Segment, "customers", lambda self: Customer.objects.filter(pk=member.pk)):
+        response = admin_client.get(preview_url(template), {"campaign": campaign.pk})
+    message = response.context["message"]
+    assert "成员 SAMP-LE23-CODE ¥30" in message.html
+    assert message.subject == "想你了！小花 期待与您重逢"
+    assert member.external_id in response.context["note"]
+
+
+def test_sms_preview_shows_length_and_parts_with_signature_and_opt_out(admin_client):
+    template = MessageTemplateFactory(channel="sms", sms_text="中" * 55)
+    response = admin_client.get(preview_url(template))
+    sms = response.context["sms"]
+    assert (sms["body"].chars, sms["body"].parts) == (55, 1)
+    # 【品牌】 (4) + 55 + 回复TD退订 (6) = 65 -> still one UCS-2 part; content shows it
+    assert sms["full_text"] == "【品牌】" + "中" * 55 + "回复TD退订"
+    assert (sms["full"].chars, sms["full"].encoding, sms["full"].parts) == (65, "UCS-2", 1)
+    template.sms_text = "中" * 61
+    template.save()
+    sms = admin_client.get(preview_url(template)).context["sms"]
+    assert (sms["full"].chars, sms["full"].parts, sms["full"].per_part) == (71, 2, 67)
+    assert "71 characters, UCS-2, 2 parts" in admin_client.get(preview_url(template)).content.decode()
+
+
+def test_a_broken_saved_template_previews_with_the_error(admin_client):
+    template = MessageTemplateFactory()
+    MessageTemplate.objects.filter(pk=template.pk).update(html_body="{% if %}")
+    response = admin_client.get(preview_url(template))
+    assert response.status_code == 200
+    assert "cannot be rendered" in response.content.decode()
+
+
+def test_test_email_goes_to_the_typed_address_and_is_not_a_delivery(admin_client):
+    template = MessageTemplateFactory()
+    response = admin_client.post(preview_url(template), {"to": "Marketer@Example.com", "send_test": "1"})
+    assert response.status_code == 302
+    assert len(mail.outbox) == 1
+    sent = mail.outbox[0]
+    assert sent.to == ["marketer@example.com"]
+    assert sent.subject == "[TEST] 想你了！品牌 期待与您重逢"
+    assert sent.alternatives[0][1] == "text/html"
+    assert not Delivery.objects.exists()
+    entry = LogEntry.objects.get()
+    assert "Test email sent to m***@e***.com" in entry.change_message
+
+
+def test_test_send_refuses_a_bad_address(admin_client):
+    template = MessageTemplateFactory()
+    response = admin_client.post(preview_url(template), {"to": "not-an-email", "send_test": "1"})
+    assert response.status_code == 200
+    assert response.context["send_form"].errors["to"]
+    assert mail.outbox == []
+
+
+def test_test_send_needs_change_permission(client):
+    template = MessageTemplateFactory()
+    staff_with(client, "view_messagetemplate")
+    assert client.get(preview_url(template)).status_code == 200
+    assert client.post(preview_url(template), {"to": "a@example.com", "send_test": "1"}).status_code == 403
+    assert mail.outbox == []
+
+
+# API tokens ---------------------------------------------------------------------------------
+
+
+def test_a_new_token_is_shown_once_and_works(admin_client):
+    response = admin_client.post(reverse("admin:campaigns_apitoken_add"), {"name": "shop backend"})
+    assert response.status_code == 200
+    assert "no-store" in response["Cache-Control"]
+    key = response.context["key"]
+    token = ApiToken.objects.get()
+    assert key.startswith(token.prefix + ".") and token.created_by.username == "root"
+    assert key in response.content.decode()
+    # Never again: not in the change page or the list
+    assert key.split(".")[1] not in admin_client.get(reverse("admin:campaigns_apitoken_change", args=[token.pk])).content.decode()
+    assert key.split(".")[1] not in admin_client.get(reverse("admin:campaigns_apitoken_changelist")).content.decode()
+    # And it authenticates
+    customer = CustomerFactory()
+    api = admin_client.get(reverse("api-inbox", args=[customer.external_id]), HTTP_AUTHORIZATION=f"Bearer {key}")
+    assert api.status_code == 200
+
+
+def test_revoke_action(admin_client):
+    admin_client.post(reverse("admin:campaigns_apitoken_add"), {"name": "a"})
+    token = ApiToken.objects.get()
+    response = admin_client.post(reverse("admin:campaigns_apitoken_changelist"),
+                                 {"action": "revoke", "_selected_action": [token.pk]}, follow=True)
+    assert "1 token(s) revoked." in response.content.decode()
+    token.refresh_from_db()
+    assert token.revoked_at is not None
+
+
+# Redemption import --------------------------------------------------------------------------
+
+
+def test_redemption_csv_import_page(admin_client):
+    grant = OfferGrantFactory()
+    upload = io.BytesIO(f"code,external_id,order_amount\n{grant.code},{grant.customer.external_id},50\nNOPE,x,1\n".encode())
+    upload.name = "redemptions.csv"
+    url = reverse("admin:campaigns_redemption_import")
+    assert "Import redemptions (CSV)" in admin_client.get(reverse("admin:campaigns_redemption_changelist")).content.decode()
+    response = admin_client.post(url, {"file": upload})
+    assert response.status_code == 200
+    assert response.context["result"].summary() == "created=1 refused=1 invalid=0"
+    assert Redemption.objects.get().source == "import"
+
+
+def test_redemption_import_needs_add_permission(client):
+    staff_with(client, "view_redemption")
+    assert client.get(reverse("admin:campaigns_redemption_import")).status_code == 403
