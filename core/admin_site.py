@@ -1,7 +1,40 @@
+"""The back office's admin site and the building blocks every app's admin shares.
+
+- ``BackOfficeAdminSite`` orders the index as a marketer works.
+- ``LargeTableAdminMixin``: changelists of tables with millions of rows never COUNT(*) them.
+- ``PersonalDataAdminMixin``: email and phone (and any other listed field) are shown masked to
+  staff without ``reactivation.view_personal_data``, in list columns, detail pages and search.
+"""
+
 from django.contrib import admin
+from import_export.admin import ImportExportModelAdmin
+from import_export.tmp_storages import MediaStorage
+
+from core.exports import IMPORT_EXPORT_FORMATS
+from core.masking import can_view_personal_data
+from core.paginator import EstimatedCountPaginator
 
 # The order a marketer works in: who the customers are, what to send, what they agreed to.
 APP_ORDER = ["reactivation", "campaigns", "consent", "django_celery_beat", "auth"]
+
+# Within an app: the models a marketer opens first come first; models not listed follow,
+# alphabetically.
+MODEL_ORDER = {
+    "reactivation": [
+        "Customer",
+        "Segment",
+        "DormancyRule",
+        "DormancyReason",
+        "ActivityEvent",
+        "LifecycleTransition",
+        "ImportJob",
+    ],
+    "consent": ["ConsentEvent", "ConsentState", "Suppression", "SmsReply"],
+}
+
+
+def _position(order, key, name):
+    return (order.index(key) if key in order else len(order), name)
 
 
 class BackOfficeAdminSite(admin.AdminSite):
@@ -11,9 +44,91 @@ class BackOfficeAdminSite(admin.AdminSite):
 
     def get_app_list(self, request, app_label=None):
         apps = super().get_app_list(request, app_label)
+        for app in apps:
+            order = MODEL_ORDER.get(app["app_label"], [])
+            app["models"].sort(key=lambda model: _position(order, model["object_name"], model["name"]))
+        return sorted(apps, key=lambda app: _position(APP_ORDER, app["app_label"], app["name"]))
 
-        def position(app):
-            label = app["app_label"]
-            return (APP_ORDER.index(label) if label in APP_ORDER else len(APP_ORDER), app["name"])
 
-        return sorted(apps, key=position)
+class LargeTableAdminMixin:
+    """For tables that grow to millions of rows (customers, events, ledgers).
+
+    The estimated paginator reads PostgreSQL's planner estimate instead of COUNT(*) for the
+    unfiltered list, and ``show_full_result_count = False`` drops the second COUNT(*) Django
+    runs for "N results (M total)" on filtered lists.
+    """
+
+    paginator = EstimatedCountPaginator
+    show_full_result_count = False
+    list_per_page = 50
+
+
+class PersonalDataAdminMixin:
+    """Swap personal-data fields for masked read-only displays for staff without the permission.
+
+    ``personal_data_fields`` maps a model field to the name of a display method on the admin
+    (see ``masked_display``). Every place the admin prints fields asks this mixin first:
+    list columns, fields and fieldsets of the change/view page, and read-only fields. The
+    form then never contains the raw field, so it can neither be shown nor blanked on save.
+    """
+
+    personal_data_fields: dict[str, str] = {}
+
+    def _masked_names(self, request, names):
+        if can_view_personal_data(request.user):
+            return list(names)
+        # dict.fromkeys: Django's default fields list the raw field and its masked read-only
+        # display; both become the display, which must appear once.
+        return list(dict.fromkeys(self.personal_data_fields.get(name, name) for name in names))
+
+    def get_list_display(self, request):
+        return self._masked_names(request, super().get_list_display(request))
+
+    def get_list_display_links(self, request, list_display):
+        links = super().get_list_display_links(request, list_display)
+        return self._masked_names(request, links) if links else links
+
+    def get_fields(self, request, obj=None):
+        return self._masked_names(request, super().get_fields(request, obj))
+
+    def get_fieldsets(self, request, obj=None):
+        fieldsets = super().get_fieldsets(request, obj)
+        if can_view_personal_data(request.user):
+            return fieldsets
+        return [
+            (title, {**options, "fields": self._masked_names(request, options.get("fields", ()))})
+            for title, options in fieldsets
+        ]
+
+    def get_readonly_fields(self, request, obj=None):
+        readonly = list(super().get_readonly_fields(request, obj))
+        if not can_view_personal_data(request.user):
+            readonly += [name for name in self.personal_data_fields.values() if name not in readonly]
+        return readonly
+
+
+def masked_display(field: str, mask, description: str | None = None):
+    """An admin display method showing ``field`` through ``mask`` (sortable by the field)."""
+
+    @admin.display(description=description or field, ordering=field)
+    def display(self, obj):
+        return mask(getattr(obj, field))
+
+    return display
+
+
+class ImportExportAdmin(ImportExportModelAdmin):
+    """django-import-export for the small tables, configured for our files and servers.
+
+    - Formats: our CSV (UTF-8 with/without BOM or GB18030/GBK in, UTF-8 with BOM out) and XLSX.
+    - Uploads between preview and confirm live in MEDIA_ROOT (MediaStorage), which every web
+      process can read; the default TempFolderStorage loses the file when the confirm request
+      lands on another server.
+    - Resources receive the requesting user (created_by, actor, masking of exports).
+    """
+
+    formats = IMPORT_EXPORT_FORMATS
+    tmp_storage_class = MediaStorage
+
+    def get_resource_kwargs(self, request, *args, **kwargs):
+        return {**super().get_resource_kwargs(request, *args, **kwargs), "user": request.user}

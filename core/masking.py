@@ -32,3 +32,10 @@ def mask_text(value: str) -> str:
     if not value:
         return ""
     return value[:1] + "***"
+
+
+def mask_address(value: str) -> str:
+    """A suppression or sender address: an email when it has an @, else a phone number."""
+    if not value:
+        return ""
+    return mask_email(value) if "@" in value else mask_phone(value)

@@ -1,0 +1,529 @@
+"""Admin for customers, activity, dormancy rules, lifecycle, reasons and segments.
+
+Declarative: columns, filters and exact-match search on indexed fields; actions and exports call
+services (consent.services, core.exports). Email and phone are masked for staff without
+``reactivation.view_personal_data`` (core.admin_site.PersonalDataAdminMixin). Tables that grow
+to millions of rows never COUNT(*) or sort on an unindexed column.
+"""
+
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.admin.options import IncorrectLookupParameters
+from django.contrib.admin.utils import unquote
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db.models import Exists, OuterRef, Q
+from django.http import Http404, HttpResponseBadRequest
+from django.urls import path
+
+from consent.models import Channel, ConsentState, Source
+from consent.services import consent_withdraw
+from core.admin_site import ImportExportAdmin, LargeTableAdminMixin, PersonalDataAdminMixin, masked_display
+from core.exports import audience_export_response, customers_export_response
+from core.masking import can_view_personal_data, mask_email, mask_phone
+from core.phones import normalize_phone
+from reactivation.models import (
+    ActivityEvent,
+    Customer,
+    DormancyReason,
+    DormancyRule,
+    LifecycleState,
+    LifecycleTransition,
+    Segment,
+)
+from reactivation.resources import DormancyRuleResource, SegmentResource, segment_range_errors
+
+INLINE_LIMIT = 20
+SEGMENT_SAMPLE_SIZE = 20
+
+
+# Search --------------------------------------------------------------------------------------
+
+
+def customer_search_q(term: str, *, prefix: str = "") -> Q:
+    """Exact match on the customer's indexed identifiers, whatever form the term is typed in.
+
+    Django's "=field" search is ``iexact``, i.e. UPPER(col) = UPPER(term), which cannot use the
+    plain B-tree indexes on external_id, email and phone; we normalize the term instead (emails
+    are stored lower-case, phones in E.164) and compare exactly.
+    """
+    term = term.strip()
+    q = Q(**{f"{prefix}external_id": term})
+    if "@" in term:
+        q |= Q(**{f"{prefix}email": term.lower()})
+    else:
+        try:
+            phone = normalize_phone(term)
+        except ValidationError:
+            phone = ""
+        if phone:
+            q |= Q(**{f"{prefix}phone": phone})
+    return q
+
+
+class CustomerSearchMixin:
+    """Search a model by its customer's external id, email or phone (exact, indexed)."""
+
+    customer_lookup_prefix = "customer__"
+    search_help_text = "Exact external id, email or phone number (any format)."
+
+    def get_search_results(self, request, queryset, search_term):
+        if not search_term.strip():
+            return queryset, False
+        return queryset.filter(customer_search_q(search_term, prefix=self.customer_lookup_prefix)), False
+
+
+# Filters -------------------------------------------------------------------------------------
+
+
+class ScoreFilter(admin.SimpleListFilter):
+    """RFM score 1-5 without Django's SELECT DISTINCT over the whole customer table."""
+
+    field = ""
+
+    def lookups(self, request, model_admin):
+        return [(str(score), str(score)) for score in range(1, 6)]
+
+    def queryset(self, request, queryset):
+        if self.value() in {str(score) for score in range(1, 6)}:
+            return queryset.filter(**{self.field: int(self.value())})
+        return queryset
+
+
+class RecencyFilter(ScoreFilter):
+    title, parameter_name, field = "RFM recency", "rfm_r", "rfm_recency"
+
+
+class FrequencyFilter(ScoreFilter):
+    title, parameter_name, field = "RFM frequency", "rfm_f", "rfm_frequency"
+
+
+class MonetaryFilter(ScoreFilter):
+    title, parameter_name, field = "RFM monetary", "rfm_m", "rfm_monetary"
+
+
+def consent_filter(channel: str, label: str):
+    """A "<channel> consent: granted / withdrawn / never recorded" filter (uses ConsentState's index)."""
+
+    class ConsentFilter(admin.SimpleListFilter):
+        title = f"{label} consent"
+        parameter_name = f"consent_{channel}"
+
+        def lookups(self, request, model_admin):
+            return [("granted", "Granted"), ("withdrawn", "Withdrawn"), ("none", "Never recorded")]
+
+        def queryset(self, request, queryset):
+            states = ConsentState.objects.filter(customer=OuterRef("pk"), channel=channel)
+            if self.value() in (ConsentState.Status.GRANTED, ConsentState.Status.WITHDRAWN):
+                return queryset.filter(Exists(states.filter(status=self.value())))
+            if self.value() == "none":
+                return queryset.filter(~Exists(states))
+            return queryset
+
+    return ConsentFilter
+
+
+class KindFilter(admin.SimpleListFilter):
+    """The common event kinds, without a SELECT DISTINCT over millions of events."""
+
+    title, parameter_name = "kind", "kind"
+
+    def lookups(self, request, model_admin):
+        return [(kind, kind.replace("_", " ")) for kind in ActivityEvent.COMMON_KINDS]
+
+    def queryset(self, request, queryset):
+        return queryset.filter(kind=self.value()) if self.value() else queryset
+
+
+# Customer ------------------------------------------------------------------------------------
+
+
+class ReadOnlyInline(admin.TabularInline):
+    extra = 0
+    can_delete = False
+    show_change_link = False
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+class RecentFormSet(forms.BaseInlineFormSet):
+    """Only the newest ``INLINE_LIMIT`` rows: a customer can have thousands of events."""
+
+    def get_queryset(self):
+        if not hasattr(self, "_recent"):
+            self._recent = super().get_queryset()[:INLINE_LIMIT]
+        return self._recent
+
+
+class ConsentStateInline(ReadOnlyInline):
+    model = ConsentState
+    fields = ["channel", "status", "source", "notice_version", "changed_at", "last_event"]
+    readonly_fields = fields
+    verbose_name_plural = "Consent now (from the ledger)"
+
+
+class RecentActivityInline(ReadOnlyInline):
+    model = ActivityEvent
+    formset = RecentFormSet
+    ordering = ["-occurred_at"]
+    fields = ["occurred_at", "kind", "amount", "category", "item_ref", "source"]
+    readonly_fields = fields
+    verbose_name_plural = f"Recent activity (newest {INLINE_LIMIT})"
+
+
+class RecentTransitionInline(ReadOnlyInline):
+    model = LifecycleTransition
+    formset = RecentFormSet
+    ordering = ["-at"]
+    fields = ["at", "from_state", "to_state", "rule"]
+    readonly_fields = fields
+    verbose_name_plural = f"Lifecycle transitions (newest {INLINE_LIMIT})"
+
+
+class DormancyReasonInline(ReadOnlyInline):
+    model = DormancyReason
+    formset = RecentFormSet
+    ordering = ["-recorded_at"]
+    fields = ["recorded_at", "reason", "detail", "source"]
+    readonly_fields = fields
+    verbose_name_plural = f"Dormancy reasons (newest {INLINE_LIMIT})"
+
+
+@admin.register(Customer)
+class CustomerAdmin(PersonalDataAdminMixin, LargeTableAdminMixin, admin.ModelAdmin):
+    personal_data_fields = {"email": "masked_email", "phone": "masked_phone"}
+    list_display = [
+        "external_id", "name", "email", "phone", "lifecycle_state", "last_seen_at", "last_order_at",
+        "order_count", "total_spent", "rfm",
+    ]
+    list_filter = [
+        "lifecycle_state", "lifecycle_rule", RecencyFilter, FrequencyFilter, MonetaryFilter,
+        consent_filter(Channel.EMAIL, "Email"), consent_filter(Channel.SMS, "SMS"),
+        consent_filter(Channel.IN_APP, "In-app"),
+    ]
+    # Declared for the search box and autocomplete; the lookup itself is customer_search_q.
+    search_fields = ["=external_id", "=email", "=phone"]
+    search_help_text = CustomerSearchMixin.search_help_text
+    # Only indexed columns: sorting millions of rows on another column is a full sort.
+    sortable_by = ["external_id", "email", "phone", "lifecycle_state", "last_seen_at", "last_order_at"]
+    ordering = ["-id"]
+    fieldsets = [
+        (None, {"fields": ["external_id", "name", "email", "phone", "locale", "timezone"]}),
+        ("Activity", {"fields": ["signup_at", "last_seen_at", "last_order_at", "order_count", "total_spent", "favourite_category"]}),
+        ("Lifecycle and RFM", {"fields": ["lifecycle_state", "lifecycle_since", "lifecycle_rule", "rfm_recency", "rfm_frequency", "rfm_monetary"]}),
+        ("Extra columns from imports", {"fields": ["attributes"], "classes": ["collapse"]}),
+        ("Record", {"fields": ["created_at", "updated_at"], "classes": ["collapse"]}),
+    ]
+    # Rollups, lifecycle and scores are computed set-based from events; editing them by hand
+    # would be overwritten by the next evaluation.
+    readonly_fields = [
+        "last_seen_at", "last_order_at", "order_count", "total_spent", "favourite_category",
+        "lifecycle_state", "lifecycle_since", "lifecycle_rule", "rfm_recency", "rfm_frequency", "rfm_monetary",
+        "created_at", "updated_at",
+    ]
+    inlines = [ConsentStateInline, RecentActivityInline, RecentTransitionInline, DormancyReasonInline]
+    actions = [
+        "withdraw_email_consent", "withdraw_sms_consent", "withdraw_in_app_consent",
+        "export_selected_csv", "export_selected_xlsx",
+    ]
+
+    masked_email = masked_display("email", mask_email, "email")
+    masked_phone = masked_display("phone", mask_phone, "phone")
+
+    @admin.display(description="RFM")
+    def rfm(self, customer):
+        scores = (customer.rfm_recency, customer.rfm_frequency, customer.rfm_monetary)
+        return "".join(str(score) for score in scores) if all(scores) else "—"
+
+    def get_search_results(self, request, queryset, search_term):
+        if not search_term.strip():
+            return queryset, False
+        return queryset.filter(customer_search_q(search_term)), False
+
+    # Consent actions (Compliance) -------------------------------------------------------------
+
+    def has_record_consent_permission(self, request):
+        return request.user.has_perm("consent.add_consentevent")
+
+    def _withdraw(self, request, queryset, channel, label):
+        already = set(
+            ConsentState.objects.filter(
+                customer__in=queryset, channel=channel, status=ConsentState.Status.WITHDRAWN
+            ).values_list("customer_id", flat=True)
+        )
+        withdrawn = 0
+        # One ledger event per customer, each with its actor: the record a regulator asks for.
+        for customer in queryset.exclude(pk__in=already).iterator(chunk_size=500):
+            consent_withdraw(
+                customer=customer, channel=channel, source=Source.ADMIN, actor=request.user,
+                evidence={"note": "Withdrawn from the customer list in the admin."},
+            )
+            withdrawn += 1
+        self.message_user(
+            request,
+            f"{label} consent withdrawn for {withdrawn} customer(s); {len(already)} had already withdrawn.",
+            messages.SUCCESS,
+        )
+
+    @admin.action(description="Withdraw email consent", permissions=["record_consent"])
+    def withdraw_email_consent(self, request, queryset):
+        self._withdraw(request, queryset, Channel.EMAIL, "Email")
+
+    @admin.action(description="Withdraw SMS consent", permissions=["record_consent"])
+    def withdraw_sms_consent(self, request, queryset):
+        self._withdraw(request, queryset, Channel.SMS, "SMS")
+
+    @admin.action(description="Withdraw in-app consent", permissions=["record_consent"])
+    def withdraw_in_app_consent(self, request, queryset):
+        self._withdraw(request, queryset, Channel.IN_APP, "In-app")
+
+    # Exports ------------------------------------------------------------------------------------
+
+    @admin.action(description="Export selected customers to CSV", permissions=["view"])
+    def export_selected_csv(self, request, queryset):
+        return customers_export_response(queryset=queryset, user=request.user, file_format="csv", filename="customers")
+
+    @admin.action(description="Export selected customers to XLSX", permissions=["view"])
+    def export_selected_xlsx(self, request, queryset):
+        return customers_export_response(queryset=queryset, user=request.user, file_format="xlsx", filename="customers")
+
+    def get_urls(self):
+        return [
+            path(
+                "export/<str:file_format>/",
+                self.admin_site.admin_view(self.export_changelist_view),
+                name="reactivation_customer_export",
+            ),
+            *super().get_urls(),
+        ]
+
+    def export_changelist_view(self, request, file_format):
+        """Export what the changelist shows with the same filters and search (its query string)."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        if file_format not in ("csv", "xlsx"):
+            raise Http404(f"Unknown export format {file_format!r}.")
+        try:
+            queryset = self.changelist_queryset(request)
+        except IncorrectLookupParameters:
+            return HttpResponseBadRequest("The filters in this link are not valid for the customer list.")
+        return customers_export_response(queryset=queryset, user=request.user, file_format=file_format, filename="customers")
+
+    def changelist_queryset(self, request):
+        """The changelist's filtered queryset, without its pagination and counts."""
+        ChangeList = self.get_changelist(request)
+
+        class ExportChangeList(ChangeList):
+            def get_results(self, request):
+                pass
+
+        list_display = self.get_list_display(request)
+        changelist = ExportChangeList(
+            request, self.model, list_display, self.get_list_display_links(request, list_display),
+            self.get_list_filter(request), self.date_hierarchy, self.get_search_fields(request),
+            self.get_list_select_related(request), self.list_per_page, self.list_max_show_all,
+            self.list_editable, self, self.get_sortable_by(request), self.search_help_text,
+        )
+        return changelist.queryset
+
+
+# Activity, lifecycle, reasons ----------------------------------------------------------------
+
+
+@admin.register(ActivityEvent)
+class ActivityEventAdmin(CustomerSearchMixin, LargeTableAdminMixin, admin.ModelAdmin):
+    list_display = ["occurred_at", "customer", "kind", "amount", "category", "item_ref", "source"]
+    list_filter = [KindFilter]
+    list_select_related = ["customer"]
+    search_fields = ["=customer__external_id"]
+    autocomplete_fields = ["customer"]
+    sortable_by = []
+    ordering = ["-id"]
+    readonly_fields = ["created_at"]
+
+
+@admin.register(LifecycleTransition)
+class LifecycleTransitionAdmin(CustomerSearchMixin, LargeTableAdminMixin, admin.ModelAdmin):
+    """Append-only: written by the lifecycle evaluation, never edited."""
+
+    list_display = ["at", "customer", "from_state", "to_state", "rule"]
+    list_filter = ["to_state", "from_state", "rule"]
+    list_select_related = ["customer", "rule"]
+    search_fields = ["=customer__external_id"]
+    sortable_by = ["at"]
+    ordering = ["-at"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(DormancyReason)
+class DormancyReasonAdmin(CustomerSearchMixin, admin.ModelAdmin):
+    list_display = ["recorded_at", "customer", "reason", "detail", "source"]
+    list_filter = ["reason", "source"]
+    list_select_related = ["customer"]
+    search_fields = ["=customer__external_id"]
+    autocomplete_fields = ["customer"]
+    date_hierarchy = "recorded_at"
+    ordering = ["-recorded_at"]
+
+
+# Rules and segments ---------------------------------------------------------------------------
+
+
+@admin.register(DormancyRule)
+class DormancyRuleAdmin(ImportExportAdmin):
+    resource_classes = [DormancyRuleResource]
+    list_display = ["name", "signal", "inactive_days", "at_risk_days", "min_orders", "min_spent", "priority", "is_active"]
+    list_editable = ["priority", "is_active"]
+    list_filter = ["signal", "is_active"]
+    search_fields = ["name"]
+    readonly_fields = ["created_at"]
+
+
+def _distinct_customer_values(field: str, current) -> list[tuple[str, str]]:
+    """Values present on customers (plus those the segment already uses, so none is lost)."""
+    values = set(
+        Customer.objects.exclude(**{field: ""}).order_by().values_list(field, flat=True).distinct()[:500]
+    )
+    values.update(current or [])
+    return [(value, value) for value in sorted(values)]
+
+
+class SegmentForm(forms.ModelForm):
+    lifecycle_states = forms.MultipleChoiceField(
+        choices=LifecycleState.choices, required=False, widget=forms.CheckboxSelectMultiple,
+        help_text="Any of these states; none selected means every state.",
+    )
+    dormancy_reasons = forms.MultipleChoiceField(
+        choices=DormancyReason.Reason.choices, required=False, widget=forms.CheckboxSelectMultiple,
+        help_text="Customers who gave any of these reasons.",
+    )
+    consent_channels = forms.MultipleChoiceField(
+        choices=Channel.choices, required=False, widget=forms.CheckboxSelectMultiple,
+        help_text="Customers with current marketing consent on every one of these channels.",
+    )
+    favourite_categories = forms.MultipleChoiceField(
+        required=False, widget=forms.SelectMultiple(attrs={"size": 8}), help_text="Any of these categories."
+    )
+    locales = forms.MultipleChoiceField(
+        required=False, widget=forms.SelectMultiple(attrs={"size": 6}), help_text="Any of these locales."
+    )
+
+    class Meta:
+        model = Segment
+        fields = "__all__"
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        instance = self.instance
+        self.fields["favourite_categories"].choices = _distinct_customer_values(
+            "favourite_category", instance.favourite_categories if instance.pk else []
+        )
+        self.fields["locales"].choices = _distinct_customer_values("locale", instance.locales if instance.pk else [])
+
+    def clean(self):
+        cleaned = super().clean()
+        for field, message in segment_range_errors(cleaned).items():
+            if field in self.fields:
+                self.add_error(field, message)
+        return cleaned
+
+
+@admin.register(Segment)
+class SegmentAdmin(ImportExportAdmin):
+    resource_classes = [SegmentResource]
+    form = SegmentForm
+    list_display = ["name", "states", "dormancy_rule", "created_by", "updated_at"]
+    list_filter = ["dormancy_rule"]
+    list_select_related = ["dormancy_rule", "created_by"]
+    search_fields = ["name"]
+    autocomplete_fields = ["dormancy_rule"]
+    readonly_fields = ["created_by", "created_at", "updated_at"]
+    fieldsets = [
+        (None, {"fields": ["name", "description"]}),
+        ("Lifecycle", {"fields": ["lifecycle_states", "dormancy_rule"]}),
+        ("RFM scores (1-5)", {"fields": [
+            ("rfm_recency_min", "rfm_recency_max"), ("rfm_frequency_min", "rfm_frequency_max"),
+            ("rfm_monetary_min", "rfm_monetary_max"),
+        ]}),
+        ("Spending and orders", {"fields": [("spent_min", "spent_max"), ("orders_min", "orders_max")]}),
+        ("Behaviour", {"fields": ["favourite_categories", "locales", "dormancy_reasons"]}),
+        ("Consent", {"fields": ["consent_channels"]}),
+        ("Record", {"fields": ["created_by", "created_at", "updated_at"], "classes": ["collapse"]}),
+    ]
+    actions = ["export_members_csv", "export_members_xlsx", "export_ad_audience"]
+
+    @admin.display(description="lifecycle states")
+    def states(self, segment):
+        return ", ".join(segment.lifecycle_states) or "any"
+
+    def save_model(self, request, obj, form, change):
+        if not change and obj.created_by_id is None:
+            obj.created_by = request.user
+        super().save_model(request, obj, form, change)
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        segment = self.get_object(request, unquote(object_id))
+        if segment is not None:
+            extra_context = {**(extra_context or {}), **self.members_context(request, segment)}
+        return super().change_view(request, object_id, form_url, extra_context=extra_context)
+
+    def members_context(self, request, segment) -> dict:
+        """Size and a sample of members for the change page (masked without the permission)."""
+        from reactivation.selectors import segment_sample, segment_size
+
+        personal = can_view_personal_data(request.user)
+        sample = [
+            {
+                "customer": customer,
+                "email": customer.email if personal else mask_email(customer.email),
+                "phone": customer.phone if personal else mask_phone(customer.phone),
+            }
+            for customer in segment_sample(segment=segment, limit=SEGMENT_SAMPLE_SIZE)
+        ]
+        return {"segment_size": segment_size(segment=segment), "segment_sample": sample}
+
+    def _one_segment(self, request, queryset):
+        if queryset.count() != 1:
+            self.message_user(request, "Select exactly one segment to export.", messages.WARNING)
+            return None
+        return queryset.get()
+
+    @admin.action(description="Export members to CSV", permissions=["view"])
+    def export_members_csv(self, request, queryset):
+        if segment := self._one_segment(request, queryset):
+            return customers_export_response(
+                queryset=segment.customers(), user=request.user, file_format="csv", filename=f"segment-{segment.pk}"
+            )
+
+    @admin.action(description="Export members to XLSX", permissions=["view"])
+    def export_members_xlsx(self, request, queryset):
+        if segment := self._one_segment(request, queryset):
+            return customers_export_response(
+                queryset=segment.customers(), user=request.user, file_format="xlsx", filename=f"segment-{segment.pk}"
+            )
+
+    def has_audience_export_permission(self, request):
+        # Hashes still identify people to the ad platform: personal data, not anonymous data.
+        return self.has_view_permission(request) and can_view_personal_data(request.user)
+
+    @admin.action(description="Export ad audience (SHA-256 hashed email and phone)", permissions=["audience_export"])
+    def export_ad_audience(self, request, queryset):
+        if segment := self._one_segment(request, queryset):
+            return audience_export_response(segment=segment, user=request.user)
+
+
+from reactivation import admin_imports  # noqa: E402,F401  (bulk import admin)
