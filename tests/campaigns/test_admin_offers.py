@@ -5,7 +5,7 @@ import pytest
 from django.contrib.admin.models import LogEntry
 from django.contrib.auth.models import Permission
 from django.core import mail
-from django.urls import NoReverseMatch, reverse
+from django.urls import reverse
 
 import campaigns.admin_offers  # noqa: F401 - registered by campaigns/admin.py; imported here too in case it is not yet
 from campaigns.models import ApiToken, Campaign, Delivery, MessageTemplate, Redemption
@@ -22,13 +22,6 @@ from tests.factories import (
 
 pytestmark = pytest.mark.django_db
 
-
-@pytest.fixture(autouse=True)
-def consent_urls(settings):
-    try:
-        reverse("consent:unsubscribe", args=["x"])
-    except NoReverseMatch:
-        settings.ROOT_URLCONF = "tests.campaigns.consent_urls_stub_admin"
 
 
 @pytest.fixture

@@ -2,7 +2,7 @@ from datetime import datetime, timezone as dt_timezone
 from decimal import Decimal
 
 import pytest
-from django.urls import NoReverseMatch, reverse
+from django.urls import reverse
 
 from campaigns.models import Campaign, MessageTemplate, OfferGrant
 from campaigns.rendering import (
@@ -18,15 +18,6 @@ from tests.factories import CustomerFactory, MessageTemplateFactory, OfferFactor
 
 pytestmark = pytest.mark.django_db
 
-
-@pytest.fixture(autouse=True)
-def consent_urls(settings):
-    """Real consent URLs when the consent app has them, else a stub with the same names."""
-    try:
-        reverse("consent:unsubscribe", args=["x"])
-        reverse("consent:preferences", args=["x"])
-    except NoReverseMatch:
-        settings.ROOT_URLCONF = "tests.campaigns.consent_urls_stub"
 
 
 def email_template(**fields):
@@ -226,3 +217,19 @@ def test_compiled_templates_are_cached_between_recipients(django_assert_num_quer
     with django_assert_num_queries(0):
         texts = [render_message(template=template, customer=c, preview=True).text for c in customers]
     assert texts == [c.name for c in customers]
+
+
+def test_preview_unsubscribe_link_is_inert(client):
+    # Given a customer with email consent, and the unsubscribe link of a preview
+    from consent.models import ConsentState
+    from consent.services import consent_grant
+
+    customer = CustomerFactory()
+    consent_grant(customer=customer, channel="email", source="admin")
+    message = render(email_template(), customer, preview=True)
+    path = message.unsubscribe_url.removeprefix("https://winback.example.com")
+    # When a marketer follows it (GET) or posts the one-click form
+    client.get(path)
+    client.post(path, {"List-Unsubscribe": "One-Click"})
+    # Then nobody is unsubscribed
+    assert ConsentState.objects.get(customer=customer, channel="email").status == "granted"
