@@ -11,6 +11,7 @@ import logging
 
 from django.conf import settings
 from django.http import HttpResponse, JsonResponse
+from django.http.multipartparser import MultiPartParserError
 from django.shortcuts import render
 from django.urls import reverse
 from django.views.decorators.cache import never_cache
@@ -129,12 +130,22 @@ def _no_leak(response):
     return response
 
 
+def _in_language(response, strings: dict):
+    # LocaleMiddleware would label the page with the visitor's browser language; the page is
+    # in the customer's, so say that one (it only sets the header when it is missing).
+    response["Content-Language"] = strings["lang"]
+    return response
+
+
 def _is_one_click(request) -> bool:
     """RFC 8058: the body is exactly ``List-Unsubscribe=One-Click``, form-encoded or multipart.
     Decided by the body alone, since mailbox providers send neither cookies nor a CSRF token."""
     content_type = request.content_type or ""
     if content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
-        return request.POST.get(ONE_CLICK_FIELD) == ONE_CLICK_VALUE
+        try:
+            return request.POST.get(ONE_CLICK_FIELD) == ONE_CLICK_VALUE
+        except MultiPartParserError:
+            return False  # then the CSRF check refuses it like any other stray POST
     return request.body.strip() == f"{ONE_CLICK_FIELD}={ONE_CLICK_VALUE}".encode()
 
 
@@ -161,7 +172,8 @@ def _unsubscribe_one_click(request, token: str):
     customer, channel = claim
     services.consent_withdraw(customer=customer, channel=channel, source=Source.ONE_CLICK, evidence=_evidence(request))
     logger.info("consent_unsubscribed source=one_click customer_id=%s channel=%s", customer.pk, channel)
-    return HttpResponse(_strings(customer)["one_click_done"] + "\n", content_type="text/plain; charset=utf-8")
+    strings = _strings(customer)
+    return _in_language(HttpResponse(strings["one_click_done"] + "\n", content_type="text/plain; charset=utf-8"), strings)
 
 
 @csrf_protect
@@ -184,14 +196,14 @@ def _unsubscribe_page(request, token: str):
         )
         logger.info("consent_unsubscribed source=unsubscribe_link customer_id=%s channel=%s", customer.pk, channel)
         context["done_text"] = strings["done_text"].format(channel=channel_name)
-        return render(request, "consent/unsubscribe_done.html", context)
+        return _in_language(render(request, "consent/unsubscribe_done.html", context), strings)
     withdrawn = ConsentState.objects.filter(
         customer=customer, channel=channel, status=ConsentState.Status.WITHDRAWN
     ).exists()
     context["question"] = strings["confirm_question"].format(channel=channel_name)
     context["sent_to"] = strings["confirm_to"].format(address=context["address"]) if context["address"] else ""
     context["already"] = strings["already_withdrawn"].format(channel=channel_name) if withdrawn else ""
-    return render(request, "consent/unsubscribe_confirm.html", context)
+    return _in_language(render(request, "consent/unsubscribe_confirm.html", context), strings)
 
 
 @never_cache
@@ -241,7 +253,8 @@ def preferences(request, token: str):
                 else "",
             }
         )
-    return _no_leak(render(request, "consent/preferences.html", {"t": strings, "rows": rows, "message": message, "form": form}))
+    response = render(request, "consent/preferences.html", {"t": strings, "rows": rows, "message": message, "form": form})
+    return _no_leak(_in_language(response, strings))
 
 
 @csrf_exempt

@@ -52,6 +52,7 @@ def test_get_shows_a_chinese_confirmation_page_and_changes_nothing():
     assert response.status_code == 200
     page = response.content.decode()
     assert "确定不再接收营销邮件吗" in page and 'lang="zh-CN"' in page
+    assert response["Content-Language"] == "zh-CN"
     assert "z***@e***.com" in page and "zhang.wei@example.com" not in page
     assert ConsentEvent.objects.count() == before
     assert consent_is_granted(customer=customer, channel="email")
@@ -328,3 +329,14 @@ def test_a_channel_without_an_address_cannot_be_switched_on():
     assert response.status_code == 200
     assert response.context["form"].fields["sms"].disabled
     assert not ConsentEvent.objects.filter(channel="sms").exists()
+
+
+def test_a_broken_multipart_body_is_refused_and_records_nothing():
+    customer = _granted_customer()
+
+    response = Client(enforce_csrf_checks=True).post(
+        _unsubscribe_path(customer), b"--x\r\ngarbage", content_type="multipart/form-data; boundary="
+    )
+
+    assert response.status_code == 403
+    assert not ConsentEvent.objects.filter(action="withdraw").exists()
