@@ -301,6 +301,8 @@ class CampaignRun(models.Model):
     skipped_cap = models.PositiveIntegerField(default=0)
     skipped_reentry = models.PositiveIntegerField(default=0)
     skipped_budget = models.PositiveIntegerField(default=0)
+    skipped_no_address = models.PositiveIntegerField(default=0)
+    skipped_channel_off = models.PositiveIntegerField(default=0)
     deferred_quiet = models.PositiveIntegerField(default=0)
     holdout = models.PositiveIntegerField(default=0)
     failed = models.PositiveIntegerField(default=0)
@@ -361,6 +363,11 @@ class Delivery(models.Model):
             # Frequency caps and re-entry look back over sent messages per customer.
             models.Index(fields=["customer", "channel", "sent_at"], name="delivery_cap_idx"),
             models.Index(fields=["campaign", "customer", "sent_at"], name="delivery_reentry_idx"),
+            # The per-minute pickup of deferred and retried deliveries that are due.
+            models.Index(
+                fields=["not_before"], condition=models.Q(status__in=["pending", "deferred"]) & models.Q(not_before__isnull=False),
+                name="delivery_due_idx",
+            ),
         ]
 
     def __str__(self):
