@@ -6,7 +6,10 @@
   staff without ``reactivation.view_personal_data``, in list columns, detail pages and search.
 """
 
+import copy
+
 from django.contrib import admin
+from django.contrib.admin.utils import unquote
 from import_export.admin import ImportExportModelAdmin
 from import_export.tmp_storages import MediaStorage
 
@@ -105,6 +108,36 @@ class PersonalDataAdminMixin:
         if not can_view_personal_data(request.user):
             readonly += [name for name in self.personal_data_fields.values() if name not in readonly]
         return readonly
+
+    def masked_copy(self, obj):
+        """A copy of ``obj`` whose personal-data fields hold their masked display, for the
+        page title and breadcrumbs, which print ``str(obj)`` (e.g. a suppression's address)."""
+        masked = copy.copy(obj)
+        for field, display in self.personal_data_fields.items():
+            setattr(masked, field, getattr(self, display)(obj))
+        return masked
+
+    def _masked_object_context(self, request, object_id, extra_context, **names):
+        if can_view_personal_data(request.user):
+            return extra_context
+        obj = self.get_object(request, unquote(object_id))
+        if obj is None:
+            return extra_context
+        masked = self.masked_copy(obj)
+        return {**(extra_context or {}), **{key: make(masked) for key, make in names.items()}}
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        extra_context = self._masked_object_context(
+            request, object_id, extra_context, original=lambda masked: masked, subtitle=str
+        )
+        return super().change_view(request, object_id, form_url, extra_context=extra_context)
+
+    def history_view(self, request, object_id, extra_context=None):
+        extra_context = self._masked_object_context(
+            request, object_id, extra_context, object=lambda masked: masked,
+            title=lambda masked: f"Change history: {masked}",
+        )
+        return super().history_view(request, object_id, extra_context=extra_context)
 
 
 def masked_display(field: str, mask, description: str | None = None):
