@@ -280,3 +280,43 @@ def test_redemption_csv_import_page(admin_client):
 def test_redemption_import_needs_add_permission(client):
     staff_with(client, "view_redemption")
     assert client.get(reverse("admin:campaigns_redemption_import")).status_code == 403
+
+
+def test_test_sms_goes_through_the_sms_transport_with_a_normalized_phone(admin_client):
+    import sys
+    import types
+
+    sent = []
+
+    class FakeSmsTransport:
+        def send_test(self, *, to, message):
+            sent.append((to, message.text))
+            return "sent by sms"
+
+    registry = types.ModuleType("campaigns.channels.registry")
+    registry.transport_for = lambda channel: FakeSmsTransport()
+    template = MessageTemplateFactory(channel="sms", sms_text="{{ customer.name }}，好久不见")
+    with mock.patch.dict(sys.modules, {"campaigns.channels": types.ModuleType("campaigns.channels"),
+                                       "campaigns.channels.registry": registry}):
+        response = admin_client.post(preview_url(template), {"to": "138 0013 8000", "send_test": "1"})
+    assert response.status_code == 302
+    assert sent == [("+8613800138000", "张伟，好久不见")]
+    assert not Delivery.objects.exists()
+
+
+def test_test_sms_without_a_transport_reports_the_error(admin_client):
+    import sys
+
+    template = MessageTemplateFactory(channel="sms", sms_text="hi")
+    with mock.patch.dict(sys.modules, {"campaigns.channels.registry": None}):
+        response = admin_client.post(preview_url(template), {"to": "+8613800138000", "send_test": "1"}, follow=True)
+    assert "The test could not be sent: No transport is available for test sends on the sms channel." in (
+        response.content.decode())
+
+
+def test_in_app_templates_preview_without_test_send(admin_client):
+    template = MessageTemplateFactory(channel="in_app", title="{{ brand }} 想你了", body="回来吧", deep_link="app://home")
+    response = admin_client.get(preview_url(template))
+    assert response.context["message"].title == "品牌 想你了"
+    assert response.context["can_send"] is False
+    assert admin_client.post(preview_url(template), {"to": "a@example.com", "send_test": "1"}).status_code == 403
