@@ -6,7 +6,6 @@ render, exactly as when saved in the admin. Counters (``granted_count``) are exp
 imported: only grants move them.
 """
 
-from django.core.exceptions import ValidationError
 from import_export import resources
 
 from campaigns.models import MessageTemplate, Offer

@@ -2,7 +2,6 @@ from datetime import datetime, timezone as dt_timezone
 from decimal import Decimal
 
 import pytest
-from django.urls import reverse
 
 from campaigns.models import Campaign, MessageTemplate, OfferGrant
 from campaigns.rendering import (
