@@ -1,0 +1,278 @@
+"""Consent admin: recording a decision through the service, a read-only ledger and state,
+suppressions (normalized, imported, masked) and SMS replies."""
+
+import csv
+import io
+
+import pytest
+from django import forms
+from django.contrib.auth.models import Group
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.urls import reverse
+
+from consent.models import ConsentEvent, ConsentState, SmsReply, Suppression
+from consent.services import consent_grant
+from tests.factories import CustomerFactory, SuppressionFactory, UserFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def member_of(group_name):
+    user = UserFactory(username=group_name.lower())
+    user.groups.add(Group.objects.get(name=group_name))
+    return user
+
+
+@pytest.fixture
+def compliance():
+    return member_of("Compliance")
+
+
+@pytest.fixture
+def marketer():
+    return member_of("Marketer")
+
+
+# Ledger -------------------------------------------------------------------------------------------
+
+
+def test_compliance_records_a_consent_given_by_phone_with_evidence_and_actor(client, compliance):
+    customer = CustomerFactory()
+    client.force_login(compliance)
+
+    response = client.post(
+        reverse("admin:consent_consentevent_add"),
+        {
+            "customer": customer.pk, "channel": "sms", "action": "grant", "notice_version": "2024-06",
+            "how": "phone", "evidence_note": "Customer confirmed on call at 10:02", "evidence_reference": "CALL-881",
+        },
+    )
+
+    assert response.status_code == 302
+    event = ConsentEvent.objects.get()
+    assert (event.customer, event.channel, event.action, event.source, event.actor) == (
+        customer, "sms", "grant", "admin", compliance,
+    )
+    assert event.notice_version == "2024-06"
+    assert event.evidence == {"method": "phone", "note": "Customer confirmed on call at 10:02", "reference": "CALL-881"}
+    state = ConsentState.objects.get(customer=customer, channel="sms")
+    assert state.status == "granted" and state.last_event == event
+
+
+def test_a_withdrawal_on_paper_moves_the_current_state(client, compliance):
+    customer = CustomerFactory()
+    consent_grant(customer=customer, channel="email", source="signup", notice_version="v1")
+    client.force_login(compliance)
+
+    client.post(
+        reverse("admin:consent_consentevent_add"),
+        {"customer": customer.pk, "channel": "email", "action": "withdraw", "how": "paper", "evidence_note": "Letter of 3 May"},
+    )
+
+    assert ConsentState.objects.get(customer=customer, channel="email").status == "withdrawn"
+    assert ConsentEvent.objects.filter(customer=customer).count() == 2
+
+
+@pytest.mark.parametrize(
+    "overrides, field",
+    [
+        ({"evidence_note": ""}, "evidence_note"),
+        ({"notice_version": ""}, "notice_version"),  # a grant names the notice agreed to
+        ({"channel": "fax"}, "channel"),
+        ({"how": "telepathy"}, "how"),
+    ],
+)
+def test_recording_refuses_incomplete_evidence(client, compliance, overrides, field):
+    customer = CustomerFactory()
+    client.force_login(compliance)
+    data = {"customer": customer.pk, "channel": "sms", "action": "grant", "notice_version": "v1", "how": "phone",
+            "evidence_note": "said yes"}
+    data.update(overrides)
+
+    response = client.post(reverse("admin:consent_consentevent_add"), data)
+
+    assert response.status_code == 200
+    assert field in response.context["adminform"].form.errors
+    assert not ConsentEvent.objects.exists()
+
+
+def test_ledger_and_state_are_read_only_even_for_a_superuser(client):
+    customer = CustomerFactory()
+    event = consent_grant(customer=customer, channel="email", source="signup")
+    client.force_login(UserFactory(username="root", is_superuser=True))
+
+    change = client.get(reverse("admin:consent_consentevent_change", args=[event.pk]))
+    post = client.post(reverse("admin:consent_consentevent_change", args=[event.pk]), {"channel": "sms"})
+    delete = client.get(reverse("admin:consent_consentevent_delete", args=[event.pk]))
+    state = ConsentState.objects.get()
+
+    assert change.status_code == 200 and change.context["has_change_permission"] is False
+    assert post.status_code == 403
+    assert delete.status_code == 403
+    assert client.get(reverse("admin:consent_consentstate_add")).status_code == 403
+    assert client.get(reverse("admin:consent_consentstate_delete", args=[state.pk])).status_code == 403
+    event.refresh_from_db()
+    assert event.channel == "email"
+
+
+def test_marketer_sees_the_ledger_without_its_evidence(client, marketer):
+    customer = CustomerFactory()
+    event = consent_grant(customer=customer, channel="email", source="signup", evidence={"ip": "198.51.100.9"})
+    client.force_login(marketer)
+
+    body = client.get(reverse("admin:consent_consentevent_change", args=[event.pk])).content.decode()
+
+    assert "198.51.100.9" not in body
+    assert "ip: ***" in body
+
+
+# Suppressions ------------------------------------------------------------------------------------
+
+
+def test_adding_a_suppression_normalizes_the_address_and_records_who(client, compliance):
+    client.force_login(compliance)
+
+    response = client.post(
+        reverse("admin:consent_suppression_add"),
+        {"channel": "sms", "address": "139 1234 5678", "reason": "manual", "note": "asked by phone"},
+    )
+
+    assert response.status_code == 302
+    suppression = Suppression.objects.get()
+    assert (suppression.address, suppression.created_by) == ("+8613912345678", compliance)
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ({"channel": "email", "address": "not-an-email"}, "valid email"),
+        ({"channel": "sms", "address": "12345"}, "not a valid phone"),
+        ({"channel": "email", "address": "Known@Example.com"}, "already exists"),
+    ],
+)
+def test_adding_a_bad_or_duplicate_suppression_shows_an_error(client, compliance, data, message):
+    SuppressionFactory(channel="email", address="known@example.com")
+    client.force_login(compliance)
+
+    response = client.post(reverse("admin:consent_suppression_add"), {"reason": "manual", **data})
+
+    assert response.status_code == 200
+    assert message in str(response.context["adminform"].form.errors)
+    assert Suppression.objects.count() == 1
+
+
+def test_suppression_search_finds_an_address_in_any_form(client, compliance):
+    target = SuppressionFactory(channel="sms", address="+8613912345678")
+    SuppressionFactory(channel="email", address="someone@example.com")
+    client.force_login(compliance)
+
+    for term in ("139-1234-5678", "+86 139 1234 5678"):
+        response = client.get(reverse("admin:consent_suppression_changelist"), {"q": term})
+        assert list(response.context["cl"].result_list) == [target]
+    response = client.get(reverse("admin:consent_suppression_changelist"), {"q": "SomeOne@Example.com"})
+    assert [s.address for s in response.context["cl"].result_list] == ["someone@example.com"]
+
+
+def test_marketer_sees_suppressions_masked_everywhere(client, marketer):
+    suppression = SuppressionFactory(channel="email", address="hidden.person@example.com")
+    client.force_login(marketer)
+
+    pages = [
+        reverse("admin:consent_suppression_changelist"),
+        reverse("admin:consent_suppression_change", args=[suppression.pk]),
+        reverse("admin:consent_suppression_history", args=[suppression.pk]),
+    ]
+    for url in pages:
+        body = client.get(url).content.decode()
+        assert "hidden.person@example.com" not in body, url
+        assert "h***@e***.com" in body, url
+
+
+def import_suppressions(client, content: bytes):
+    url = reverse("admin:consent_suppression_import")
+    preview = client.post(url, {"format": "0", "resource": "0", "import_file": SimpleUploadedFile("s.csv", content)})
+    assert preview.status_code == 200
+    confirm_form = preview.context.get("confirm_form")
+    if confirm_form is None:
+        return preview, None
+    return preview, client.post(reverse("admin:consent_suppression_process_import"), confirm_form.initial, follow=True)
+
+
+def test_suppression_import_normalizes_addresses_and_keeps_existing_ones(client, compliance):
+    SuppressionFactory(channel="email", address="old@example.com", reason="complaint", note="kept")
+    client.force_login(compliance)
+    content = (
+        "channel,address,reason,note\n"
+        "email, New.Person@Example.COM ,hard_bounce,from old ESP\n"
+        "SMS,139 1234 5678,,\n"
+        "email,OLD@example.com,manual,should not overwrite\n"
+    ).encode("gbk")
+
+    preview, confirmation = import_suppressions(client, content)
+
+    assert confirmation is not None and confirmation.status_code == 200
+    assert set(Suppression.objects.values_list("channel", "address", "reason", "created_by")) == {
+        ("email", "new.person@example.com", "hard_bounce", compliance.pk),
+        ("sms", "+8613912345678", "manual", compliance.pk),
+        ("email", "old@example.com", "complaint", None),
+    }
+    assert Suppression.objects.get(address="old@example.com").note == "kept"
+
+
+def test_suppression_import_shows_invalid_addresses_as_row_errors(client, compliance):
+    client.force_login(compliance)
+    content = (
+        "channel,address,reason\n"
+        "email,ok@example.com,manual\n"
+        "email,not-an-email,manual\n"
+        "sms,12345,manual\n"
+        "fax,+8613912345678,manual\n"
+        "email,x@example.com,lost\n"
+    ).encode()
+
+    preview, confirmation = import_suppressions(client, content)
+
+    assert confirmation is None
+    invalid = preview.context["result"].invalid_rows
+    assert [(row.number, sorted(row.error_dict)) for row in invalid] == [
+        (2, ["address"]), (3, ["address"]), (4, ["channel"]), (5, ["reason"]),
+    ]
+    assert not Suppression.objects.exists()
+
+
+def test_suppression_export_is_masked_for_marketer_and_raw_for_compliance(client, marketer, compliance):
+    SuppressionFactory(channel="email", address="-person@example.com")
+    url = reverse("admin:consent_suppression_export")
+
+    def export_as(user):
+        client.force_login(user)
+        form = client.get(url).context["form"]
+        ticked = {name: "on" for name, field in form.fields.items() if isinstance(field, forms.BooleanField)}
+        response = client.post(url, {"format": "0", "resource": "0", **ticked})
+        return list(csv.reader(io.StringIO(response.content.decode("utf-8-sig"))))
+
+    marketer_rows, compliance_rows = export_as(marketer), export_as(compliance)
+
+    assert dict(zip(*marketer_rows))["address"] == "'-***@e***.com"
+    assert dict(zip(*compliance_rows))["address"] == "'-person@example.com"
+
+
+# SMS replies ------------------------------------------------------------------------------------
+
+
+def test_sms_replies_are_masked_for_marketer_and_searchable_by_phone(client, marketer, compliance):
+    reply = SmsReply.objects.create(sender="+8613912345678", text="TD", outcome="withdraw", provider_id="p-1")
+    SmsReply.objects.create(sender="+8613912340000", text="hi", outcome="reply")
+
+    client.force_login(marketer)
+    for url in (reverse("admin:consent_smsreply_changelist"), reverse("admin:consent_smsreply_change", args=[reply.pk])):
+        body = client.get(url).content.decode()
+        assert "+8613912345678" not in body and "+86*******5678" in body
+
+    client.force_login(compliance)
+    for term in ("13912345678", "p-1"):
+        response = client.get(reverse("admin:consent_smsreply_changelist"), {"q": term})
+        assert list(response.context["cl"].result_list) == [reply]
+    # the message as received is evidence: read-only on change
+    form = client.get(reverse("admin:consent_smsreply_change", args=[reply.pk])).context["adminform"].form
+    assert "text" not in form.fields and "sender" not in form.fields and "outcome" in form.fields

@@ -1,0 +1,26 @@
+"""CSV/XLSX injection defence (core.csv_safety)."""
+
+import pytest
+
+from core.csv_safety import DANGEROUS_PREFIXES, neutralize, neutralize_row
+
+
+@pytest.mark.parametrize("first", ["=", "+", "-", "@", "\t", "\r", "\n"])
+def test_each_dangerous_first_character_gets_an_apostrophe(first):
+    assert first in DANGEROUS_PREFIXES
+    assert neutralize(f"{first}SUM(A1:A9)") == f"'{first}SUM(A1:A9)"
+
+
+@pytest.mark.parametrize("value", ["张伟", "a=b", "user@example.com", "1+1", " =not-first", "", "'already"])
+def test_safe_text_is_unchanged(value):
+    assert neutralize(value) == value
+
+
+@pytest.mark.parametrize("value", [None, 5, -5, 3.5])
+def test_non_text_values_are_unchanged(value):
+    # numbers are typed cells in XLSX and cannot be formulas; CSV exports stringify first
+    assert neutralize(value) == value
+
+
+def test_neutralize_row_escapes_every_cell_whatever_its_column():
+    assert neutralize_row(["=1", "ok", "@x", None]) == ["'=1", "ok", "'@x", None]
