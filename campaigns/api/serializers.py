@@ -1,8 +1,23 @@
+from django.utils.dateparse import parse_datetime
 from rest_framework import serializers
 
 from campaigns.models import InboxMessage, Redemption
 
 EVENTS_MAX_BATCH = 1000
+
+
+class AwareDateTimeField(serializers.DateTimeField):
+    """ISO 8601 with an offset or Z: a time without a zone would be read in the server's zone,
+    silently shifting it by hours."""
+
+    default_error_messages = {"naive": "Give a time zone offset (e.g. 2025-01-02T03:04:05+08:00 or ...Z)."}
+
+    def to_internal_value(self, value):
+        if isinstance(value, str):
+            parsed = parse_datetime(value.strip())
+            if parsed is not None and parsed.tzinfo is None:
+                self.fail("naive")
+        return super().to_internal_value(value)
 
 
 class InboxMessageSerializer(serializers.ModelSerializer):
@@ -22,7 +37,7 @@ class RedemptionRequestSerializer(serializers.Serializer):
     external_id = serializers.CharField(max_length=100)
     order_amount = serializers.DecimalField(max_digits=14, decimal_places=2, min_value=0, required=False, allow_null=True)
     order_ref = serializers.CharField(max_length=100, required=False, allow_blank=True, default="")
-    at = serializers.DateTimeField(required=False, allow_null=True, help_text="When the order was placed; default now.")
+    at = AwareDateTimeField(required=False, allow_null=True, help_text="When the order was placed; default now.")
     category = serializers.CharField(
         max_length=100, required=False, allow_null=True,
         help_text="The order's category; checked against a category-only offer when given.",
@@ -50,8 +65,8 @@ class RefusalSerializer(serializers.Serializer):
 class EventSerializer(serializers.Serializer):
     external_id = serializers.CharField(max_length=100)
     kind = serializers.CharField(max_length=32)
-    occurred_at = serializers.DateTimeField()
-    amount = serializers.DecimalField(max_digits=14, decimal_places=2, required=False, allow_null=True)
+    occurred_at = AwareDateTimeField()
+    amount = serializers.DecimalField(max_digits=14, decimal_places=2, min_value=0, required=False, allow_null=True)
     category = serializers.CharField(max_length=100, required=False, allow_blank=True, default="")
     item = serializers.CharField(max_length=100, required=False, allow_blank=True, default="")
 

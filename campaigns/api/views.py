@@ -2,6 +2,7 @@
 
 import logging
 
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status
@@ -160,7 +161,11 @@ class EventsView(ApiView):
                 )
             )
         if events:
-            activity_record_batch(events=events)
+            try:
+                activity_record_batch(events=events)
+            except DjangoValidationError as exc:
+                # Items are validated above as the service does; this is the service's last word.
+                raise ValidationError({"non_field_errors": exc.messages}) from None
         errors.sort(key=lambda e: e["index"])
         result = {
             "received": len(items), "created": len(events), "unknown_customer": unknown,

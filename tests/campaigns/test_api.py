@@ -217,7 +217,8 @@ def test_wrong_customer_is_422(api):
 @pytest.mark.parametrize(
     "payload",
     [{}, {"code": "X"}, {"code": "X", "external_id": "Y", "order_amount": "abc"},
-     {"code": "X", "external_id": "Y", "order_amount": "-1"}, {"code": "X", "external_id": "Y", "at": "yesterday"}],
+     {"code": "X", "external_id": "Y", "order_amount": "-1"}, {"code": "X", "external_id": "Y", "at": "yesterday"},
+     {"code": "X", "external_id": "Y", "at": "2025-01-02T03:04:05"}],
 )
 def test_malformed_redemption_is_400(api, payload):
     assert api.post(reverse("api-redemptions"), payload, format="json").status_code == 400
@@ -254,17 +255,26 @@ def test_events_are_recorded_and_bad_items_reported_per_item(api, record_batch):
         {"external_id": known.external_id, "kind": "login"},
         "not an object",
         {"external_id": known.external_id, "kind": "login", "occurred_at": "2025-01-03T00:00:00Z"},
+        {"external_id": known.external_id, "kind": "login", "occurred_at": "2025-01-03T00:00:00"},
+        {"external_id": known.external_id, "kind": "refund", "occurred_at": "2025-01-03T00:00:00Z", "amount": "-5"},
+        {"external_id": known.external_id, "kind": "  ", "occurred_at": "2025-01-03T00:00:00Z"},
     ]
     response = api.post(reverse("api-events"), payload, format="json")
     assert response.status_code == 200
     body = response.json()
-    assert (body["received"], body["created"], body["unknown_customer"], body["invalid"]) == (5, 2, 1, 2)
-    assert [(e["index"], e["error"]) for e in body["errors"]] == [(1, "unknown_customer"), (2, "invalid"), (3, "invalid")]
+    assert (body["received"], body["created"], body["unknown_customer"], body["invalid"]) == (8, 2, 1, 5)
+    assert [(e["index"], e["error"]) for e in body["errors"]] == [
+        (1, "unknown_customer"), (2, "invalid"), (3, "invalid"), (5, "invalid"), (6, "invalid"), (7, "invalid")]
     assert "occurred_at" in body["errors"][1]["detail"]
+    assert "time zone" in body["errors"][3]["detail"]["occurred_at"][0]
+    assert "amount" in body["errors"][4]["detail"] and "kind" in body["errors"][5]["detail"]
     record_batch.assert_called_once()
     events = ActivityEvent.objects.filter(customer=known).order_by("occurred_at")
     assert [(e.kind, e.amount, e.category, e.item_ref, e.source) for e in events] == [
         ("order", Decimal("88.50"), "美妆", "SKU-1", "api"), ("login", None, "", "", "api")]
+    if not isinstance(record_batch, mock.Mock) or record_batch._mock_wraps is not None:
+        known.refresh_from_db()  # the real service keeps the rollups
+        assert (known.order_count, known.total_spent) == (1, Decimal("88.50"))
 
 
 def test_events_with_no_known_customer_call_nothing(api, record_batch):
@@ -288,7 +298,8 @@ def test_events_lookup_is_one_query_whatever_the_batch(api, record_batch):
                    for c in customers[:size]]
         with CaptureQueriesContext(connection) as queries:
             assert api.post(reverse("api-events"), payload, format="json").json()["created"] == size
-        counts.append(len([q for q in queries if "reactivation_customer" in q["sql"]]))
+        lookups = [q["sql"] for q in queries if q["sql"].startswith("SELECT") and '"external_id" IN' in q["sql"]]
+        counts.append(len(lookups))
     assert counts == [1, 1]
 
 

@@ -1,8 +1,10 @@
 from datetime import datetime, timezone as dt_timezone
 from decimal import Decimal
+from unittest import mock
 
 import pytest
 
+from campaigns import rendering
 from campaigns.models import Campaign, MessageTemplate, OfferGrant
 from campaigns.rendering import (
     DEFAULT_BRAND,
@@ -232,3 +234,24 @@ def test_preview_unsubscribe_link_is_inert(client):
     client.post(path, {"List-Unsubscribe": "One-Click"})
     # Then nobody is unsubscribed
     assert ConsentState.objects.get(customer=customer, channel="email").status == "granted"
+
+
+@pytest.mark.parametrize("channel", ["email", "sms", "in_app"])
+def test_links_are_exactly_those_of_core_tokens(channel):
+    from core import tokens
+
+    customer = CustomerFactory()
+    template = MessageTemplateFactory.build(channel=channel)
+    message = render(template, customer)
+    assert message.unsubscribe_url == tokens.unsubscribe_url(customer_id=customer.pk, channel=channel)
+    assert message.preferences_url == tokens.preferences_url(customer_id=customer.pk, channel=channel)
+
+
+def test_offer_context_is_built_once_per_offer_instance():
+    offer = OfferFactory()
+    grants = [OfferGrant(offer=offer, code=f"AAAA-BBBB-CCC{n}") for n in range(3)]
+    template = MessageTemplate(name="s", channel="sms", sms_text="{{ grant.code }} {{ offer.discount }}")
+    with mock.patch("campaigns.rendering._offer_context", wraps=rendering._offer_context) as build:
+        texts = [render(template, grant=g).text for g in grants]
+    assert texts == ["AAAA-BBBB-CCC0 ¥20", "AAAA-BBBB-CCC1 ¥20", "AAAA-BBBB-CCC2 ¥20"]
+    assert build.call_count == 1
