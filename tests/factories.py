@@ -132,3 +132,21 @@ class InboxMessageFactory(factory.django.DjangoModelFactory):
     title = "我们想你了"
     body = "回来看看吧"
     created_at = factory.LazyFunction(timezone.now)
+
+
+# Campaigns, runs, deliveries (campaigns; owner: pipeline) -------------------------------------
+
+
+class CampaignFactory(factory.django.DjangoModelFactory):
+    """An email campaign over an everyone-segment; pass channels=[...] and the templates you need."""
+
+    class Meta:
+        model = "campaigns.Campaign"
+
+    name = factory.Sequence(lambda n: f"Campaign {n}")
+    segment = factory.SubFactory(SegmentFactory)
+    channels = factory.LazyFunction(lambda: ["email"])
+    email_template = factory.SubFactory(MessageTemplateFactory, channel="email")
+    sms_template = None
+    in_app_template = None
+    reentry_days = 30

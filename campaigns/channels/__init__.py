@@ -1,0 +1,1 @@
+"""Channel transports: one module per channel behind ``base.Transport`` (see there)."""

@@ -1,0 +1,97 @@
+"""The contract every channel transport keeps.
+
+A transport turns one rendered message into one provider call. The sending pipeline
+(``campaigns.sending``) owns everything around it: claiming, consent, offers, retries,
+marking. Keeping transports this small is what lets each one be faked at its boundary in tests.
+"""
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+
+class TransportError(Exception):
+    """A send that did not happen.
+
+    - ``permanent=False`` (default): worth retrying later (timeouts, 5xx, throttling).
+    - ``permanent=True``: retrying cannot help (4xx, a refused recipient); the delivery fails.
+    - ``bad_address=True`` (implies permanent): the provider says the address does not exist;
+      the pipeline suppresses it so no campaign tries it again.
+    - ``retry_at``: the earliest moment a retry can succeed (e.g. the SMS window opens at
+      08:00 local time); the pipeline defers the delivery to then without counting an attempt.
+    """
+
+    def __init__(self, message: str, *, permanent: bool = False, bad_address: bool = False,
+                 retry_at: datetime | None = None):
+        super().__init__(message)
+        self.message = message
+        self.permanent = permanent or bad_address
+        self.bad_address = bad_address
+        self.retry_at = retry_at
+
+
+@dataclass
+class OutboundMessage:
+    """What a transport needs to send one message.
+
+    ``to``: the address (lower-case email, E.164 phone; unused for in-app). ``rendered``: a
+    ``campaigns.rendering.RenderedMessage``. ``customer`` and ``campaign`` are model instances
+    (name, time zone; campaign name and SMS switch); ``delivery_id`` links in-app messages and
+    provider references to the delivery (None for test sends).
+    """
+
+    to: str
+    rendered: Any
+    customer: Any = None
+    campaign: Any = None
+    delivery_id: int | None = None
+
+
+class Transport:
+    """Send messages on one channel.
+
+    Contract:
+
+    - ``send(message: OutboundMessage) -> str`` sends one message and returns the provider's
+      id for it (a Message-ID, a gateway id, an inbox message id). On failure it raises
+      ``TransportError(message, permanent=..., bad_address=...)``; any other exception is a
+      bug and is treated by the pipeline as transient.
+    - ``open()`` / ``close()`` bracket a batch so a connection (SMTP, HTTP session) is reused
+      across it; ``with transport:`` does both. ``send`` also works without ``open``.
+    - ``send_test(*, to, message) -> str`` sends a one-off test from the admin: no delivery, no
+      consent or window checks; returns a short description.
+    - ``transactional = True`` means sending writes only to our own database, so the pipeline
+      may send a batch and mark it in one transaction (exactly once); see ``send_many``.
+    """
+
+    channel: str = ""
+    transactional: bool = False
+
+    def open(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self):
+        self.open()
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+    def send(self, message: OutboundMessage) -> str:
+        raise NotImplementedError
+
+    def send_many(self, messages: list[OutboundMessage]) -> list:
+        """Send several; returns, per message, the provider id or the ``TransportError``."""
+        results = []
+        for message in messages:
+            try:
+                results.append(self.send(message))
+            except TransportError as exc:
+                results.append(exc)
+        return results
+
+    def send_test(self, *, to: str, message) -> str:
+        raise NotImplementedError

@@ -1,0 +1,428 @@
+"""Campaign verbs: schedule, launch, pause, resume, cancel; runs and their counters.
+
+The django-celery-beat rows behind a campaign's schedule (``Campaign.periodic_task``) are
+created, updated and removed here and nowhere else. Tasks, admin actions and the
+``launch_campaign`` command only call these functions.
+
+A run goes materializing -> sending -> done (or paused / cancelled). Materialization is one
+statement (``campaigns.materialize``); sending happens in chunks on the per-channel queues
+(``campaigns.sending``); deferred and retried deliveries are picked up by the per-minute
+``campaigns.dispatch_due`` beat task rather than by long countdowns, which a Redis broker would
+redeliver after its visibility timeout.
+"""
+
+import json
+import logging
+from collections import Counter
+from datetime import datetime
+
+from django.conf import settings
+from django.core.cache import cache
+from django.core.exceptions import ValidationError
+from django.db import connection, transaction
+from django.db.models import Count, Max, Q
+from django.utils import timezone
+
+from campaigns.models import Campaign, CampaignRun, Delivery
+from consent.models import Channel
+
+logger = logging.getLogger(__name__)
+
+LAUNCH_TASK = "campaigns.launch_scheduled"
+ACTIVE_RUN_STATUSES = (CampaignRun.Status.MATERIALIZING, CampaignRun.Status.SENDING)
+UNFINISHED_DELIVERY_STATUSES = (Delivery.Status.PENDING, Delivery.Status.SENDING, Delivery.Status.DEFERRED)
+DUE_BATCH = 50_000
+COUNTERS_EVERY_SECONDS = 2
+
+
+# Counters -------------------------------------------------------------------------------------
+
+COUNTER_FIELDS = [
+    "targeted", "sent", "skipped_consent", "skipped_suppressed", "skipped_cap", "skipped_reentry", "skipped_budget",
+    "skipped_no_address", "skipped_channel_off", "deferred_quiet", "holdout", "failed", "offers_granted",
+    "sent_without_offer",
+]
+
+
+def run_delivery_counts(*, run: CampaignRun) -> Counter:
+    """{(status, skip_reason): n} for the run, in one grouped query."""
+    rows = Delivery.objects.filter(run=run).order_by().values_list("status", "skip_reason").annotate(n=Count("id"))
+    return Counter({(status, reason): n for status, reason, n in rows})
+
+
+def _counters_from(groups: Counter) -> dict:
+    by_status = Counter()
+    for (status, _reason), n in groups.items():
+        by_status[status] += n
+    values = {
+        "targeted": sum(groups.values()),
+        "sent": by_status[Delivery.Status.SENT],
+        "failed": by_status[Delivery.Status.FAILED],
+        "holdout": by_status[Delivery.Status.HOLDOUT],
+        "deferred_quiet": by_status[Delivery.Status.DEFERRED],
+    }
+    for reason in Delivery.SkipReason.values:
+        values[f"skipped_{reason}"] = groups[(Delivery.Status.SKIPPED, reason)]
+    return values
+
+
+def run_refresh_counters(*, run: CampaignRun) -> CampaignRun:
+    """Recount the run's deliveries (one grouped query; two more when the campaign has an offer)
+    and store the counters (one UPDATE)."""
+    values = _counters_from(run_delivery_counts(run=run))
+    if run.campaign.offer_id:
+        from campaigns.models import OfferGrant
+
+        values["offers_granted"] = OfferGrant.objects.filter(run=run).count()
+        values["sent_without_offer"] = Delivery.objects.filter(run=run, status=Delivery.Status.SENT, grant__isnull=True).count()
+    CampaignRun.objects.filter(pk=run.pk).update(**values)
+    for name, value in values.items():
+        setattr(run, name, value)
+    return run
+
+
+def run_progress(*, run: CampaignRun) -> dict:
+    """Live progress for the admin page: counters plus what is still on its way."""
+    groups = run_delivery_counts(run=run)
+    values = _counters_from(groups)
+    by_status = Counter()
+    for (status, _reason), n in groups.items():
+        by_status[status] += n
+    waiting = by_status[Delivery.Status.PENDING] + by_status[Delivery.Status.SENDING]
+    total = values["targeted"]
+    return {
+        "id": run.pk, "number": run.number, "status": run.status, "status_display": run.get_status_display(),
+        "started_at": run.started_at.isoformat() if run.started_at else None,
+        "finished_at": run.finished_at.isoformat() if run.finished_at else None,
+        "pending": by_status[Delivery.Status.PENDING], "sending": by_status[Delivery.Status.SENDING],
+        "percent_done": round(100 * (total - waiting - values["deferred_quiet"]) / total, 1) if total else 0.0,
+        **values,
+    }
+
+
+def summary_line(run: CampaignRun) -> str:
+    """The launch_campaign summary (skipped_consent also counts no address / channel off: every
+    "no channel we may use" case)."""
+    skipped_consent = run.skipped_consent + run.skipped_no_address + run.skipped_channel_off
+    return (
+        f"targeted={run.targeted} sent={run.sent} skipped_consent={skipped_consent} "
+        f"skipped_suppressed={run.skipped_suppressed} skipped_cap={run.skipped_cap} "
+        f"skipped_reentry={run.skipped_reentry} deferred_quiet={run.deferred_quiet} failed={run.failed}"
+    )
+
+
+@transaction.atomic
+def run_finish_if_done(*, run: CampaignRun, now: datetime | None = None) -> bool:
+    """Mark a sending run done when nothing is left on its way; complete a one-off campaign."""
+    if Delivery.objects.filter(run=run, status__in=UNFINISHED_DELIVERY_STATUSES).exists():
+        return False
+    now = now or timezone.now()
+    if not CampaignRun.objects.filter(pk=run.pk, status=CampaignRun.Status.SENDING).update(
+        status=CampaignRun.Status.DONE, finished_at=now
+    ):
+        return False
+    run_refresh_counters(run=run)
+    run.status, run.finished_at = CampaignRun.Status.DONE, now
+    Campaign.objects.filter(pk=run.campaign_id, status=Campaign.Status.RUNNING).exclude(
+        runs__status__in=ACTIVE_RUN_STATUSES
+    ).update(status=Campaign.Status.COMPLETED)
+    logger.info("run_done run=%s %s", run.pk, summary_line(run))
+    return True
+
+
+def runs_after_chunk(*, run_ids, force: bool = False) -> None:
+    """After a chunk: refresh counters at most every COUNTERS_EVERY_SECONDS per run (a grouped
+    count over a million rows is not free), and finish runs with nothing left."""
+    for run in CampaignRun.objects.filter(pk__in=list(run_ids)).select_related("campaign"):
+        if force or cache.add(f"campaigns:counters:{run.pk}", 1, timeout=COUNTERS_EVERY_SECONDS):
+            run_refresh_counters(run=run)
+        run_finish_if_done(run=run)
+
+
+# Dispatch -------------------------------------------------------------------------------------
+
+
+def _chunks_by_channel(rows, size):
+    buffers: dict[str, list[int]] = {}
+    for pk, channel in rows:
+        buffer = buffers.setdefault(channel, [])
+        buffer.append(pk)
+        if len(buffer) >= size:
+            yield channel, buffer
+            buffers[channel] = []
+    for channel, buffer in buffers.items():
+        if buffer:
+            yield channel, buffer
+
+
+def chunks_enqueue(*, chunks) -> int:
+    """Queue each (channel, ids) chunk on its channel's queue once the transaction commits."""
+    from campaigns.tasks import send_chunk
+
+    count = 0
+    for channel, ids in chunks:
+        queue = channel if channel in Channel.values else settings.CELERY_TASK_DEFAULT_QUEUE
+        transaction.on_commit(lambda ids=ids, channel=channel, queue=queue: send_chunk.apply_async(args=[ids, channel], queue=queue))
+        count += 1
+    return count
+
+
+def chunk_send(*, delivery_ids: list[int], channel: str, transport=None, force_counters: bool = False):
+    """Send one chunk, then update its runs (the body of the send_chunk task)."""
+    from campaigns.sending import deliveries_send_chunk
+
+    result = deliveries_send_chunk(delivery_ids=delivery_ids, channel=channel, transport=transport)
+    runs_after_chunk(run_ids=result.run_ids, force=force_counters)
+    return result
+
+
+def run_dispatch(*, run: CampaignRun, sync: bool = False, transports: dict | None = None) -> int:
+    """Send the run's due pending deliveries: queued in chunks per channel, or (sync) here.
+
+    Returns the number of chunks. In sync mode every chunk is sent in this process before the
+    function returns; retries due later are left to ``dispatch_due``.
+    """
+    from campaigns.sending import CHUNK_SIZE
+
+    rows = (
+        Delivery.objects.filter(run=run, status=Delivery.Status.PENDING)
+        .filter(Q(not_before__isnull=True) | Q(not_before__lte=timezone.now()))
+        .order_by("pk").values_list("pk", "channel")
+    )
+    if not sync:
+        with transaction.atomic():
+            return chunks_enqueue(chunks=_chunks_by_channel(rows.iterator(chunk_size=10_000), CHUNK_SIZE))
+    chunks = list(_chunks_by_channel(rows, CHUNK_SIZE))
+    for channel, ids in chunks:
+        chunk_send(delivery_ids=ids, channel=channel, transport=(transports or {}).get(channel))
+    run_refresh_counters(run=run)
+    run_finish_if_done(run=run)
+    return len(chunks)
+
+
+def run_execute(*, run: CampaignRun, now: datetime | None = None, sync: bool = False, transports: dict | None = None) -> CampaignRun:
+    """Materialize the run (if it still waits for it) and dispatch it (the run_execute task)."""
+    from campaigns.materialize import run_materialize
+
+    run = CampaignRun.objects.select_related("campaign", "campaign__segment").get(pk=run.pk)
+    if run.status == CampaignRun.Status.MATERIALIZING:
+        try:
+            run_materialize(run=run, now=now)
+        except Exception as exc:
+            CampaignRun.objects.filter(pk=run.pk).update(
+                status=CampaignRun.Status.FAILED, error=f"{type(exc).__name__}: {exc}"[:2000], finished_at=timezone.now()
+            )
+            raise
+    if run.status == CampaignRun.Status.SENDING:
+        run_dispatch(run=run, sync=sync, transports=transports)
+        run_finish_if_done(run=run)
+    run.refresh_from_db()
+    return run
+
+
+# Launch ---------------------------------------------------------------------------------------
+
+
+def _validate_ready(campaign: Campaign) -> None:
+    if campaign.status == Campaign.Status.CANCELLED:
+        raise ValidationError("This campaign was cancelled; copy it to send again.")
+    if campaign.status == Campaign.Status.PAUSED:
+        raise ValidationError("This campaign is paused; resume it first.")
+    campaign.full_clean(exclude=["periodic_task", "created_by"])
+
+
+def campaign_launch(*, campaign: Campaign, now: datetime | None = None, trigger: str = "manual", sync: bool = False,
+                    transports: dict | None = None) -> CampaignRun:
+    """Start a new run now. Materializes and sends through the queues (a ``run_execute`` task
+    queued on commit), or, with ``sync``, entirely in this process before returning.
+
+    Refuses (ValidationError) a cancelled or paused campaign, an invalid one, and one with a
+    run still materializing or sending: two overlapping runs are how duplicate sends start.
+    """
+    now = now or timezone.now()
+    with transaction.atomic():
+        campaign = Campaign.objects.select_for_update().get(pk=campaign.pk)
+        _validate_ready(campaign)
+        if campaign.runs.filter(status__in=ACTIVE_RUN_STATUSES).exists():
+            raise ValidationError("A run of this campaign is still in progress.")
+        number = (campaign.runs.aggregate(n=Max("number"))["n"] or 0) + 1
+        run = CampaignRun.objects.create(campaign=campaign, number=number, trigger=trigger, started_at=now)
+        if not (campaign.status == Campaign.Status.SCHEDULED and campaign.schedule_kind == Campaign.ScheduleKind.RECURRING):
+            campaign.status = Campaign.Status.RUNNING
+            campaign.save(update_fields=["status", "updated_at"])
+        if not sync:
+            from campaigns.tasks import run_execute as run_execute_task
+
+            run_execute_task.delay_on_commit(run.pk)
+    logger.info("campaign_launch campaign=%s run=%s trigger=%s sync=%s", campaign.pk, run.pk, trigger, sync)
+    if sync:
+        run = run_execute(run=run, now=now, sync=True, transports=transports)
+    return run
+
+
+def campaign_launch_scheduled(*, campaign_id: int, now: datetime | None = None) -> CampaignRun | None:
+    """What beat runs: launch if the campaign is still scheduled; skip (logged) otherwise."""
+    campaign = Campaign.objects.filter(pk=campaign_id).first()
+    if campaign is None or campaign.status != Campaign.Status.SCHEDULED:
+        logger.info("campaign_launch_scheduled_skipped campaign=%s status=%s", campaign_id, getattr(campaign, "status", None))
+        return None
+    try:
+        return campaign_launch(campaign=campaign, now=now, trigger="schedule")
+    except ValidationError as exc:
+        logger.warning("campaign_launch_scheduled_refused campaign=%s reason=%s", campaign_id, "; ".join(exc.messages))
+        return None
+
+
+# Schedule -------------------------------------------------------------------------------------
+
+
+def _crontab_validate(campaign: Campaign) -> None:
+    from celery.schedules import crontab
+
+    try:
+        crontab(minute=campaign.cron_minute, hour=campaign.cron_hour, day_of_week=campaign.cron_day_of_week,
+                day_of_month=campaign.cron_day_of_month, month_of_year=campaign.cron_month_of_year)
+    except (ValueError, TypeError) as exc:
+        raise ValidationError({"cron_minute": f"Not a valid crontab: {exc}"}) from None
+
+
+@transaction.atomic
+def campaign_schedule(*, campaign: Campaign, now: datetime | None = None) -> Campaign:
+    """Create or update the beat row that launches the campaign: once at ``scheduled_at``
+    (a one-off clocked task) or on its crontab in settings.TIME_ZONE."""
+    from django_celery_beat.models import ClockedSchedule, CrontabSchedule, PeriodicTask
+
+    now = now or timezone.now()
+    campaign = Campaign.objects.select_for_update().get(pk=campaign.pk)
+    if campaign.status == Campaign.Status.CANCELLED:
+        raise ValidationError("This campaign was cancelled; copy it to send again.")
+    campaign.status = Campaign.Status.SCHEDULED
+    campaign.full_clean(exclude=["periodic_task", "created_by"])
+    task = campaign.periodic_task or PeriodicTask(name=f"campaign:{campaign.pk}")
+    task.interval = task.crontab = task.solar = task.clocked = None
+    if campaign.schedule_kind == Campaign.ScheduleKind.ONCE:
+        if campaign.scheduled_at <= now:
+            raise ValidationError({"scheduled_at": "This time has passed; choose a later one or launch now."})
+        task.clocked, _ = ClockedSchedule.objects.get_or_create(clocked_time=campaign.scheduled_at)
+        task.one_off = True
+    else:
+        _crontab_validate(campaign)
+        task.crontab, _ = CrontabSchedule.objects.get_or_create(
+            minute=campaign.cron_minute, hour=campaign.cron_hour, day_of_week=campaign.cron_day_of_week,
+            day_of_month=campaign.cron_day_of_month, month_of_year=campaign.cron_month_of_year,
+            timezone=settings.TIME_ZONE,
+        )
+        task.one_off = False
+    task.task = LAUNCH_TASK
+    task.args = json.dumps([campaign.pk])
+    task.kwargs = "{}"
+    task.queue = settings.CELERY_TASK_DEFAULT_QUEUE
+    task.enabled = True
+    task.description = f"Launches campaign {campaign.name!r} (managed by campaigns.services; do not edit)."
+    task.save()  # the save signal bumps PeriodicTasks, so beat reloads
+    campaign.periodic_task = task
+    campaign.save(update_fields=["status", "periodic_task", "updated_at"])
+    logger.info("campaign_schedule campaign=%s kind=%s", campaign.pk, campaign.schedule_kind)
+    return campaign
+
+
+def _periodic_task_enable(campaign: Campaign, enabled: bool) -> None:
+    if campaign.periodic_task_id:
+        from django_celery_beat.models import PeriodicTask, PeriodicTasks
+
+        PeriodicTask.objects.filter(pk=campaign.periodic_task_id).update(enabled=enabled)
+        PeriodicTasks.update_changed()  # .update() sends no signal
+
+
+@transaction.atomic
+def campaign_pause(*, campaign: Campaign) -> int:
+    """Stop the schedule and the runs in progress: later claims find the run paused and send
+    nothing. Returns the number of runs paused."""
+    campaign = Campaign.objects.select_for_update().get(pk=campaign.pk)
+    if campaign.status in (Campaign.Status.CANCELLED, Campaign.Status.COMPLETED, Campaign.Status.DRAFT):
+        raise ValidationError(f"A {campaign.get_status_display().lower()} campaign cannot be paused.")
+    paused = CampaignRun.objects.filter(campaign=campaign, status__in=ACTIVE_RUN_STATUSES).update(status=CampaignRun.Status.PAUSED)
+    _periodic_task_enable(campaign, False)
+    campaign.status = Campaign.Status.PAUSED
+    campaign.save(update_fields=["status", "updated_at"])
+    logger.info("campaign_pause campaign=%s runs=%d", campaign.pk, paused)
+    return paused
+
+
+@transaction.atomic
+def campaign_resume(*, campaign: Campaign) -> int:
+    """Resume paused runs (materializing what was not yet, re-queueing what is pending) and the
+    schedule. Returns the number of runs resumed."""
+    campaign = Campaign.objects.select_for_update().get(pk=campaign.pk)
+    if campaign.status != Campaign.Status.PAUSED:
+        raise ValidationError("Only a paused campaign can be resumed.")
+    runs = list(CampaignRun.objects.filter(campaign=campaign, status=CampaignRun.Status.PAUSED).select_related("campaign"))
+    from campaigns.tasks import run_execute as run_execute_task
+
+    for run in runs:
+        run.status = CampaignRun.Status.SENDING if run.materialized_at else CampaignRun.Status.MATERIALIZING
+        run.save(update_fields=["status"])
+        if run.status == CampaignRun.Status.SENDING:
+            run_dispatch(run=run)
+        else:
+            run_execute_task.delay_on_commit(run.pk)
+    _periodic_task_enable(campaign, True)
+    campaign.status = Campaign.Status.SCHEDULED if campaign.periodic_task_id else Campaign.Status.RUNNING
+    if campaign.status == Campaign.Status.RUNNING and not runs:
+        campaign.status = Campaign.Status.COMPLETED if campaign.runs.exists() else Campaign.Status.DRAFT
+    campaign.save(update_fields=["status", "updated_at"])
+    logger.info("campaign_resume campaign=%s runs=%d", campaign.pk, len(runs))
+    return len(runs)
+
+
+@transaction.atomic
+def campaign_cancel(*, campaign: Campaign, now: datetime | None = None) -> int:
+    """Cancel for good: the beat row is deleted and runs in progress stop (their pending
+    deliveries are never claimed). Returns the number of runs cancelled."""
+    now = now or timezone.now()
+    campaign = Campaign.objects.select_for_update().get(pk=campaign.pk)
+    if campaign.status == Campaign.Status.CANCELLED:
+        return 0
+    cancelled = CampaignRun.objects.filter(
+        campaign=campaign, status__in=(*ACTIVE_RUN_STATUSES, CampaignRun.Status.PAUSED)
+    ).update(status=CampaignRun.Status.CANCELLED, finished_at=now)
+    task = campaign.periodic_task
+    campaign.periodic_task = None
+    campaign.status = Campaign.Status.CANCELLED
+    campaign.save(update_fields=["status", "periodic_task", "updated_at"])
+    if task is not None:
+        task.delete()  # the delete signal bumps PeriodicTasks
+    logger.info("campaign_cancel campaign=%s runs=%d", campaign.pk, cancelled)
+    return cancelled
+
+
+# Due deliveries -------------------------------------------------------------------------------
+
+
+def deliveries_dispatch_due(*, now: datetime | None = None, limit: int = DUE_BATCH) -> int:
+    """Beat, every minute: queue deliveries whose time has come (quiet hours over, retry
+    backoff elapsed) and release claims of dead workers. Returns the number of deliveries queued.
+
+    Safe to run concurrently: rows are taken with SKIP LOCKED on PostgreSQL and each claim is
+    conditional anyway.
+    """
+    from campaigns.sending import CHUNK_SIZE, deliveries_release_stale
+
+    now = now or timezone.now()
+    deliveries_release_stale(now=now)
+    with transaction.atomic():
+        due = (
+            Delivery.objects.filter(status__in=(Delivery.Status.PENDING, Delivery.Status.DEFERRED), not_before__isnull=False,
+                                    not_before__lte=now, run__status=CampaignRun.Status.SENDING)
+            .order_by("not_before")
+        )
+        if connection.features.has_select_for_update_skip_locked:
+            due = due.select_for_update(skip_locked=True, of=("self",))
+        rows = list(due.values_list("pk", "channel")[:limit])
+        if not rows:
+            return 0
+        Delivery.objects.filter(pk__in=[pk for pk, _ in rows]).update(status=Delivery.Status.PENDING, not_before=None)
+        rows.sort()
+        chunks_enqueue(chunks=_chunks_by_channel(rows, CHUNK_SIZE))
+    logger.info("dispatch_due queued=%d", len(rows))
+    return len(rows)

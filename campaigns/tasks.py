@@ -1,0 +1,44 @@
+"""Celery tasks of the campaign pipeline: thin, idempotent, each a call to a service.
+
+Queues: ``run_execute`` and ``dispatch_due`` on ``default``; ``send_chunk`` on the channel's
+queue (``email``, ``sms``, ``in_app``), chosen when the chunk is queued. acks_late (settings):
+a chunk of a killed worker is redelivered and redone; deliveries already sent are not claimed
+again, so nothing goes out twice.
+"""
+
+import logging
+
+from celery import shared_task
+
+from campaigns import services
+from campaigns.models import CampaignRun
+
+logger = logging.getLogger(__name__)
+
+
+@shared_task(name="campaigns.run_execute", acks_late=True, ignore_result=True)
+def run_execute(run_id: int) -> None:
+    run = CampaignRun.objects.filter(pk=run_id).first()
+    if run is None:
+        logger.warning("run_execute_missing run=%s", run_id)
+        return
+    services.run_execute(run=run)
+
+
+@shared_task(name="campaigns.send_chunk", acks_late=True, ignore_result=True)
+def send_chunk(delivery_ids: list[int], channel: str) -> dict:
+    result = services.chunk_send(delivery_ids=delivery_ids, channel=channel)
+    return dict(result.counts)
+
+
+@shared_task(name="campaigns.dispatch_due", ignore_result=True)
+def dispatch_due() -> int:
+    """Beat, every minute: deferred (quiet hours) and retried deliveries that are due."""
+    return services.deliveries_dispatch_due()
+
+
+@shared_task(name="campaigns.launch_scheduled", ignore_result=True)
+def launch_scheduled(campaign_id: int) -> int | None:
+    """Run by the campaign's own beat row (see services.campaign_schedule)."""
+    run = services.campaign_launch_scheduled(campaign_id=campaign_id)
+    return run.pk if run else None
