@@ -1,0 +1,302 @@
+"""The demo world (reactivation.demo) and the seed_demo command."""
+
+import io
+import re
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.db import connection
+from django.db.models import Count, Max, Q, Sum
+from django.test.utils import CaptureQueriesContext
+
+from consent.models import ConsentEvent, ConsentState, Suppression
+from core.phones import normalize_phone
+from reactivation import demo
+from reactivation.demo import demo_world_seed
+from reactivation.models import (
+    ActivityEvent,
+    Customer,
+    DormancyReason,
+    DormancyRule,
+    LifecycleState,
+    LifecycleTransition,
+    Segment,
+)
+from tests.factories import CustomerFactory
+
+pytestmark = pytest.mark.django_db
+
+NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
+CREATED_KEYS = ["customers", "events", "rules", "segments", "consent_events", "suppressions", "reasons"]
+
+
+@pytest.fixture
+def world():
+    """300 customers: enough for every source, reason and suppression kind with this seed."""
+    return demo_world_seed(customers=300, seed=7, now=NOW)
+
+
+def table_counts() -> dict:
+    models = [Customer, ActivityEvent, DormancyRule, Segment, DormancyReason, LifecycleTransition,
+              ConsentEvent, ConsentState, Suppression]
+    return {model.__name__: model.objects.count() for model in models}
+
+
+def test_summary_counts_what_was_created(world):
+    assert list(world)[:7] == CREATED_KEYS
+    assert world["customers"] == Customer.objects.count() == 300
+    assert world["events"] == ActivityEvent.objects.count()
+    assert world["rules"] == DormancyRule.objects.count() == 2
+    assert world["segments"] == Segment.objects.count() == 3
+    assert world["consent_events"] == ConsentEvent.objects.count()
+    assert world["suppressions"] == Suppression.objects.count() > 0
+    assert world["reasons"] == DormancyReason.objects.count() > 0
+    for state in LifecycleState.values:
+        assert world[state] == Customer.objects.filter(lifecycle_state=state).count()
+
+
+def test_every_lifecycle_state_is_present(world):
+    present = set(Customer.objects.values_list("lifecycle_state", flat=True))
+
+    assert present == set(LifecycleState.values)
+
+
+def test_each_customer_ends_in_the_state_its_activity_was_built_for(world):
+    mismatched = [
+        (c.external_id, c.attributes["demo_profile"], c.lifecycle_state)
+        for c in Customer.objects.all()
+        if c.attributes["demo_profile"] != c.lifecycle_state
+    ]
+
+    assert mismatched == []
+
+
+def test_reactivated_customers_were_dormant_at_an_earlier_evaluation(world):
+    past = NOW - demo.REACTIVATION_LOOKBACK
+    reactivated = Customer.objects.filter(lifecycle_state=LifecycleState.REACTIVATED)
+
+    for customer in reactivated:
+        history = list(customer.lifecycle_transitions.order_by("at", "id").values_list("to_state", "at"))
+        assert (LifecycleState.DORMANT, past) in history
+        assert history[-1][0] == LifecycleState.REACTIVATED
+        assert customer.events.filter(occurred_at__gt=past).exists()
+        assert customer.last_seen_at > past
+
+
+def test_rollups_agree_with_the_events(world):
+    rows = Customer.objects.annotate(
+        seen=Max("events__occurred_at"),
+        ordered=Max("events__occurred_at", filter=Q(events__kind=ActivityEvent.ORDER)),
+        orders=Count("events", filter=Q(events__kind=ActivityEvent.ORDER)),
+        spent=Sum("events__amount", filter=Q(events__kind=ActivityEvent.ORDER)),
+    )
+    for c in rows:
+        assert c.last_seen_at == c.seen, c.external_id
+        assert c.last_order_at == c.ordered, c.external_id
+        assert c.order_count == c.orders, c.external_id
+        assert c.total_spent == (c.spent or Decimal("0")), c.external_id
+        by_category = (
+            c.events.filter(kind=ActivityEvent.ORDER).values("category").annotate(n=Count("id")).order_by("-n", "category")
+        )
+        assert c.favourite_category == (by_category[0]["category"] if by_category else ""), c.external_id
+
+
+def test_last_seen_is_a_login_or_visit(world):
+    # Whether "last seen" counts only logins and visits or any activity, the demo agrees.
+    for c in Customer.objects.exclude(last_seen_at=None):
+        assert c.events.filter(occurred_at=c.last_seen_at, kind__in=[ActivityEvent.LOGIN, ActivityEvent.VISIT]).exists()
+
+
+def test_customers_look_real(world):
+    customers = list(Customer.objects.order_by("external_id"))
+
+    assert [c.external_id for c in customers[:2]] == ["DEMO-000001", "DEMO-000002"]
+    assert {c.locale for c in customers} == {"zh-hans", "en"}
+    assert any(re.fullmatch(r"[\u4e00-\u9fff]{2,4}", c.name) for c in customers)  # Chinese names
+    assert any(re.fullmatch(r"[A-Za-z'\-]+ [A-Za-z'\-]+", c.name) for c in customers)  # international names
+    phones = [c.phone for c in customers if c.phone]
+    assert all(normalize_phone(p) == p for p in phones)  # valid E.164, not merely possible
+    assert len(set(phones)) == len(phones)
+    assert all(any(p.startswith(code) for p in phones) for code in ("+86", "+1", "+44"))
+    assert sum(p.startswith("+86") for p in phones) > len(phones) / 2
+    emails = [c.email for c in customers if c.email]
+    assert all(e == e.lower() and e.rsplit("@", 1)[1] in {"example.com", "example.net", "example.org"} for e in emails)
+    assert len(set(emails)) == len(emails)
+    assert {"Asia/Shanghai", "Europe/London"} <= {c.timezone for c in customers}
+    signups = [c.signup_at for c in customers]
+    assert min(signups) >= NOW - timedelta(days=3 * 365) and max(signups) <= NOW
+
+
+def test_orders_carry_amounts_and_categories(world):
+    orders = ActivityEvent.objects.filter(kind=ActivityEvent.ORDER)
+
+    assert set(orders.values_list("category", flat=True)) == set(demo.CATEGORIES)
+    assert not orders.filter(Q(amount=None) | Q(amount__lte=0)).exists()
+    assert not ActivityEvent.objects.filter(occurred_at__gt=NOW).exists()
+    assert set(ActivityEvent.objects.values_list("kind", flat=True)) == {"login", "visit", "view_item", "order"}
+
+
+def test_rules_and_segments(world):
+    shop = DormancyRule.objects.get(name="E-commerce: no order for 90 days")
+    app = DormancyRule.objects.get(name="App: no login for 7 days")
+    assert (shop.signal, shop.inactive_days, shop.at_risk_days, shop.is_active) == ("last_order", 90, 60, True)
+    assert (app.signal, app.inactive_days, app.at_risk_days, app.is_active) == ("last_seen", 7, 4, True)
+
+    high_value = Segment.objects.get(name="High-value dormant")
+    beauty = Segment.objects.get(name="Dormant beauty lovers")
+    at_risk_app = Segment.objects.get(name="At-risk app users")
+    assert (high_value.lifecycle_states, high_value.rfm_monetary_min, high_value.rfm_monetary_max) == (["dormant"], 4, 5)
+    assert (beauty.lifecycle_states, beauty.favourite_categories) == (["dormant"], ["beauty"])
+    assert (at_risk_app.lifecycle_states, at_risk_app.dormancy_rule) == (["at_risk"], app)
+
+    # and each has members to show in the admin
+    assert Customer.objects.filter(lifecycle_state="dormant", rfm_monetary__gte=4).exists()
+    assert Customer.objects.filter(lifecycle_state="dormant", favourite_category="beauty").exists()
+    assert Customer.objects.filter(lifecycle_state="at_risk", lifecycle_rule=app).exists()
+
+
+def test_consent_history_from_several_sources(world):
+    grants = set(ConsentEvent.objects.filter(action="grant").values_list("source", flat=True))
+    withdrawals = set(ConsentEvent.objects.filter(action="withdraw").values_list("source", flat=True))
+
+    assert {"signup", "import", "admin", "preference_center"} <= grants
+    assert {"unsubscribe_link", "sms_reply"} <= withdrawals
+    assert not ConsentEvent.objects.filter(at__gt=NOW).exists()
+    assert not ConsentEvent.objects.exclude(notice_version=demo.NOTICE_VERSION).exists()
+    # The current state follows each customer's latest decision.
+    unsubscribed = ConsentEvent.objects.filter(source="unsubscribe_link").values_list("customer_id", flat=True)
+    assert set(
+        ConsentState.objects.filter(channel="email", status="withdrawn").values_list("customer_id", flat=True)
+    ) == set(unsubscribed)
+    sms_reply = ConsentEvent.objects.filter(source="sms_reply").first()
+    assert sms_reply.evidence["text"] in {"TD", "退订", "T"}
+
+
+def test_suppressions_and_reasons(world):
+    assert set(Suppression.objects.values_list("reason", flat=True)) == set(Suppression.Reason.values)
+    for suppression in Suppression.objects.all():
+        lookup = {"email": suppression.address} if suppression.channel == "email" else {"phone": suppression.address}
+        assert Customer.objects.filter(**lookup).exists()
+
+    assert set(DormancyReason.objects.values_list("reason", flat=True)) == set(DormancyReason.Reason.values)
+    assert set(DormancyReason.objects.values_list("source", flat=True)) == set(DormancyReason.Source.values)
+    assert not DormancyReason.objects.filter(reason="other", detail="").exists()
+    assert not DormancyReason.objects.filter(recorded_at__gt=NOW).exists()
+
+
+def test_a_second_run_creates_nothing(world):
+    before = table_counts()
+
+    again = demo_world_seed(customers=300, seed=7, now=NOW)
+
+    assert table_counts() == before
+    assert [again[key] for key in CREATED_KEYS] == [0] * 7
+    assert {state: again[state] for state in LifecycleState.values} == {
+        state: world[state] for state in LifecycleState.values
+    }
+
+
+def test_a_larger_run_adds_only_the_missing_customers():
+    demo_world_seed(customers=20, seed=7, now=NOW)
+
+    summary = demo_world_seed(customers=50, seed=7, now=NOW)
+
+    assert summary["customers"] == 30
+    assert Customer.objects.count() == 50
+    assert Customer.objects.filter(external_id="DEMO-000050").exists()
+
+
+def test_existing_customers_outside_the_demo_are_left_alone():
+    customer = CustomerFactory(external_id="SHOP-1", name="Real Customer")
+
+    demo_world_seed(customers=10, seed=1, now=NOW)
+
+    customer.refresh_from_db()
+    assert customer.name == "Real Customer"
+    assert not customer.events.exists()
+
+
+def test_negative_count_is_refused():
+    with pytest.raises(ValueError, match="zero or more"):
+        demo_world_seed(customers=-1, seed=1, now=NOW)
+
+
+def _non_insert(queries) -> list[str]:
+    return [q["sql"] for q in queries if not q["sql"].lstrip().upper().startswith("INSERT")]
+
+
+def test_seeding_is_set_based():
+    # Given the rules and segments in place
+    demo_world_seed(customers=0, seed=3, now=NOW)
+
+    # When seeding 10 and then 140 more customers (both within one chunk)
+    with CaptureQueriesContext(connection) as small:
+        demo_world_seed(customers=10, seed=3, now=NOW)
+    with CaptureQueriesContext(connection) as large:
+        demo_world_seed(customers=150, seed=3, now=NOW)
+
+    # Then everything but the inserts is the same statements, lifecycle and RFM evaluation
+    # included (SQLite splits a bulk INSERT into pieces of 999 parameters; PostgreSQL runs one
+    # per table, see the test below).
+    assert Customer.objects.count() == 150
+    assert len(_non_insert(large.captured_queries)) == len(_non_insert(small.captured_queries))
+
+
+@pytest.mark.postgres
+def test_seeding_is_a_fixed_number_of_statements_on_postgresql():
+    demo_world_seed(customers=0, seed=3, now=NOW)
+
+    # 110 and then 500 more customers: each run has suppressions and reasons to insert
+    with CaptureQueriesContext(connection) as small:
+        demo_world_seed(customers=110, seed=3, now=NOW)
+    with CaptureQueriesContext(connection) as large:
+        demo_world_seed(customers=610, seed=3, now=NOW)
+
+    assert Customer.objects.count() == 610
+    assert len(large.captured_queries) == len(small.captured_queries)
+
+
+# The command -------------------------------------------------------------------------------
+
+
+def seed(*args) -> str:
+    out = io.StringIO()
+    call_command("seed_demo", *args, stdout=out)
+    return out.getvalue()
+
+
+def parse_summary(output: str) -> dict:
+    return {key: int(value) for key, value in (pair.split("=") for pair in output.strip().splitlines()[-1].split())}
+
+
+def test_command_seeds_and_ends_with_a_summary_line():
+    output = seed("--customers", "25", "--seed", "5")
+
+    summary = parse_summary(output)
+    assert summary["customers"] == 25 == Customer.objects.count()
+    assert summary["rules"] == 2 and summary["segments"] == 3
+    assert sum(summary[state] for state in LifecycleState.values) == 25
+
+
+def test_command_if_empty_does_nothing_when_customers_exist():
+    CustomerFactory()
+
+    output = seed("--customers", "25", "--if-empty")
+
+    assert Customer.objects.count() == 1
+    assert not DormancyRule.objects.exists()
+    assert "not seeding" in output
+    assert parse_summary(output)["skipped"] == 1
+
+
+def test_command_if_empty_seeds_an_empty_database():
+    output = seed("--customers", "12", "--if-empty")
+
+    assert parse_summary(output)["customers"] == 12
+
+
+def test_command_refuses_a_negative_count():
+    with pytest.raises(CommandError, match="zero or more"):
+        seed("--customers", "-5")
