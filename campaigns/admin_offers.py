@@ -285,8 +285,10 @@ class TestSendForm(forms.Form):
 
 def _sms_with_policy(text: str) -> str:
     # The SMS transport adds these; counting them here shows the marketer what is billed.
+    from campaigns.channels.sms import sms_compose
+
     policy = ContactPolicy.current()
-    return f"【{policy.sms_signature}】{text}{policy.sms_opt_out_text}"
+    return sms_compose(text=text, signature=policy.sms_signature, opt_out_text=policy.sms_opt_out_text)
 
 
 def send_test_message(*, channel: str, to: str, message, template) -> str:
