@@ -179,9 +179,10 @@ def sms_compose(*, text: str, signature: str, opt_out_text: str) -> str:
 class SmsTransport(Transport):
     channel = "sms"
 
-    def __init__(self, *, backend: SmsBackend | None = None, contact_policy=None, channel_policy=None):
+    def __init__(self, *, backend: SmsBackend | None = None, contact_policy=None, channel_policy=None, clock=None):
         from campaigns.models import ChannelPolicy, ContactPolicy
 
+        self.clock = clock or timezone.now
         self.backend = backend or sms_backend()
         self.contact_policy = contact_policy or ContactPolicy.current()
         self.channel_policy = channel_policy or ChannelPolicy.objects.filter(channel="sms").first() or ChannelPolicy(
@@ -201,7 +202,7 @@ class SmsTransport(Transport):
         policy = self.channel_policy
         if policy.quiet_hours_enabled:
             zone = customer_zone(getattr(message.customer, "timezone", ""))
-            opening = window_next_opening(now=timezone.now(), zone=zone, start=policy.window_start, end=policy.window_end)
+            opening = window_next_opening(now=self.clock(), zone=zone, start=policy.window_start, end=policy.window_end)
             if opening is not None:
                 raise TransportError(f"outside the SMS window; opens at {opening.isoformat()}", retry_at=opening)
         return self.backend.send(

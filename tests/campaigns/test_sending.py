@@ -1,0 +1,290 @@
+"""Claim and send (campaigns.sending): consent re-checked at claim, retries, failures, offers."""
+
+from datetime import datetime, timedelta, timezone as dt_timezone
+
+import pytest
+from django.core import mail
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from campaigns.channels.base import Transport, TransportError
+from campaigns.channels.sms import FileSmsBackend, SmsTransport
+from campaigns.materialize import run_materialize
+from campaigns.models import CampaignRun, ChannelPolicy, ContactPolicy, Delivery, InboxMessage, OfferGrant
+from campaigns.sending import deliveries_claim, deliveries_release_stale, deliveries_send_chunk
+from campaigns.services import deliveries_dispatch_due, run_dispatch, run_refresh_counters
+from consent.models import Suppression
+from consent.services import consent_withdraw, suppression_add
+from tests.campaigns.pipeline_helpers import (  # noqa: F401
+    NOON_UTC, _segment_selectors_fallback, campaign_for, customers_with_consent, new_run,
+)
+from tests.factories import OfferFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def materialized(campaign, *, now=None):
+    now = now or timezone.now()
+    run = new_run(campaign, now=now)
+    run_materialize(run=run, now=now)
+    return run
+
+
+def pending_ids(run, channel="email"):
+    return list(Delivery.objects.filter(run=run, status="pending", channel=channel).order_by("pk").values_list("pk", flat=True))
+
+
+class FlakyTransport(Transport):
+    """Raises the queued errors first, then succeeds."""
+
+    channel = "email"
+
+    def __init__(self, errors):
+        self.errors = list(errors)
+        self.sent = []
+
+    def send(self, message):
+        if self.errors:
+            raise self.errors.pop(0)
+        self.sent.append(message)
+        return f"id-{len(self.sent)}"
+
+
+def test_email_chunk_is_sent_with_rfc8058_headers_and_marked_sent():
+    customers = customers_with_consent(3)
+    run = materialized(campaign_for())
+
+    result = deliveries_send_chunk(delivery_ids=pending_ids(run), channel="email")
+
+    assert result.counts["sent"] == 3
+    assert len(mail.outbox) == 3
+    message = mail.outbox[0]
+    assert message.to[0].endswith(f"<{customers[0].email}>")
+    assert message.extra_headers["List-Unsubscribe"].startswith("<https://winback.example.com/consent/")
+    assert message.extra_headers["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert message.alternatives[0][1] == "text/html"
+    delivery = Delivery.objects.get(run=run, customer=customers[0])
+    assert (delivery.status, delivery.attempts, delivery.provider_id) == ("sent", 1, message.extra_headers["Message-ID"])
+    assert delivery.sent_at is not None
+
+
+def test_an_opt_out_between_materialization_and_claim_stops_the_message():
+    # given: three customers materialized as pending
+    stays, leaves, bounced = customers_with_consent(3)
+    run = materialized(campaign_for())
+    # when: one unsubscribes and one's address is suppressed before the chunk is claimed
+    consent_withdraw(customer=leaves, channel="email", source="one_click")
+    suppression_add(channel="email", address=bounced.email, reason="hard_bounce")
+    result = deliveries_send_chunk(delivery_ids=pending_ids(run), channel="email")
+
+    # then
+    assert [m.to[0].split("<")[-1].rstrip(">") for m in mail.outbox] == [stays.email]
+    got = {d.customer_id: (d.status, d.skip_reason) for d in Delivery.objects.filter(run=run)}
+    assert got == {stays.pk: ("sent", ""), leaves.pk: ("skipped", "consent"), bounced.pk: ("skipped", "suppressed")}
+    assert (result.counts["skipped_consent"], result.counts["skipped_suppressed"]) == (1, 1)
+
+
+def test_a_chunk_sent_twice_sends_each_message_once():
+    customers_with_consent(2)
+    run = materialized(campaign_for())
+    ids = pending_ids(run)
+
+    deliveries_send_chunk(delivery_ids=ids, channel="email")
+    second = deliveries_send_chunk(delivery_ids=ids, channel="email")
+
+    assert len(mail.outbox) == 2
+    assert second.counts["sent"] == 0
+    assert set(Delivery.objects.filter(run=run).values_list("attempts", flat=True)) == {1}
+
+
+def test_a_paused_run_claims_nothing():
+    customers_with_consent(2)
+    run = materialized(campaign_for())
+    CampaignRun.objects.filter(pk=run.pk).update(status="paused")
+
+    result = deliveries_send_chunk(delivery_ids=pending_ids(run), channel="email")
+
+    assert result.counts["sent"] == 0 and not mail.outbox
+    assert set(Delivery.objects.filter(run=run).values_list("status", flat=True)) == {"pending"}
+
+
+def test_a_transient_failure_is_retried_with_backoff_and_then_sent(settings):
+    settings.CAMPAIGN_RETRY_BASE_SECONDS = 60
+    customers_with_consent(1)
+    run = materialized(campaign_for())
+    ids = pending_ids(run)
+    transport = FlakyTransport([TransportError("421 try later")])
+    before = timezone.now()
+
+    first = deliveries_send_chunk(delivery_ids=ids, channel="email", transport=transport)
+
+    delivery = Delivery.objects.get(pk=ids[0])
+    assert first.counts["retry"] == 1
+    assert (delivery.status, delivery.attempts, delivery.error) == ("pending", 1, "421 try later")
+    assert before + timedelta(seconds=59) <= delivery.not_before <= timezone.now() + timedelta(seconds=61)
+    # Not due yet: a claim now takes nothing.
+    assert deliveries_claim(delivery_ids=ids) == []
+
+    # when: the per-minute pickup runs after the backoff
+    queued = deliveries_dispatch_due(now=delivery.not_before + timedelta(seconds=1))
+    deliveries_send_chunk(delivery_ids=ids, channel="email", transport=transport, now=delivery.not_before + timedelta(seconds=1))
+
+    delivery.refresh_from_db()
+    assert queued == 1
+    assert (delivery.status, delivery.attempts, delivery.provider_id) == ("sent", 2, "id-1")
+    assert len(transport.sent) == 1
+
+
+def test_transient_failures_fail_the_delivery_after_max_attempts(settings):
+    settings.CAMPAIGN_MAX_ATTEMPTS = 2
+    customers_with_consent(1)
+    run = materialized(campaign_for())
+    ids = pending_ids(run)
+    transport = FlakyTransport([TransportError("timeout"), TransportError("timeout")])
+
+    deliveries_send_chunk(delivery_ids=ids, channel="email", transport=transport)
+    later = timezone.now() + timedelta(hours=2)
+    Delivery.objects.filter(pk__in=ids).update(not_before=None)
+    result = deliveries_send_chunk(delivery_ids=ids, channel="email", transport=transport, now=later)
+
+    delivery = Delivery.objects.get(pk=ids[0])
+    assert (delivery.status, delivery.attempts, result.counts["failed"]) == ("failed", 2, 1)
+
+
+def test_a_bad_address_fails_permanently_and_is_suppressed(caplog):
+    customer = customers_with_consent(1)[0]
+    run = materialized(campaign_for())
+    transport = FlakyTransport([TransportError("550 no such user", bad_address=True)])
+
+    deliveries_send_chunk(delivery_ids=pending_ids(run), channel="email", transport=transport)
+
+    delivery = Delivery.objects.get(run=run)
+    assert (delivery.status, delivery.error) == ("failed", "550 no such user")
+    assert Suppression.objects.filter(channel="email", address=customer.email, reason="hard_bounce").exists()
+    assert "delivery_failed" in caplog.text
+
+
+def test_an_unexpected_exception_is_treated_as_transient():
+    customers_with_consent(1)
+    run = materialized(campaign_for())
+    transport = FlakyTransport([RuntimeError("boom")])
+
+    deliveries_send_chunk(delivery_ids=pending_ids(run), channel="email", transport=transport)
+
+    assert Delivery.objects.get(run=run).status == "pending"
+
+
+def test_a_template_that_fails_for_a_customer_fails_only_that_delivery():
+    customers_with_consent(2)
+    campaign = campaign_for()
+    campaign.email_template.subject = "{% if %}"
+    campaign.email_template.save()
+    run = materialized(campaign)
+
+    deliveries_send_chunk(delivery_ids=pending_ids(run), channel="email")
+
+    assert list(Delivery.objects.filter(run=run).values_list("status", flat=True).distinct()) == ["failed"]
+    assert "render failed" in Delivery.objects.filter(run=run).first().error
+
+
+def test_budget_exhausted_skip_mode_skips_and_counts():
+    offer = OfferFactory(budget=1)
+    customers_with_consent(3)
+    run = materialized(campaign_for(offer=offer, when_budget_exhausted="skip"))
+
+    deliveries_send_chunk(delivery_ids=pending_ids(run), channel="email")
+    run_refresh_counters(run=run)
+
+    assert len(mail.outbox) == 1
+    sent = Delivery.objects.get(run=run, status="sent")
+    grant = OfferGrant.objects.get(delivery=sent)
+    assert grant.code in mail.outbox[0].body
+    assert (run.sent, run.skipped_budget, run.offers_granted, run.sent_without_offer) == (1, 2, 1, 0)
+
+
+def test_budget_exhausted_send_without_offer_mode_sends_and_counts():
+    offer = OfferFactory(budget=1)
+    customers_with_consent(3)
+    run = materialized(campaign_for(offer=offer, when_budget_exhausted="send_without_offer"))
+
+    deliveries_send_chunk(delivery_ids=pending_ids(run), channel="email")
+    run_refresh_counters(run=run)
+
+    assert len(mail.outbox) == 3
+    assert (run.sent, run.skipped_budget, run.offers_granted, run.sent_without_offer) == (3, 0, 1, 2)
+
+
+def test_in_app_batch_writes_inbox_messages_with_the_unsubscribe_link():
+    customers = customers_with_consent(3, channels=("in_app",))
+    run = materialized(campaign_for(channels=("in_app",)))
+
+    result = deliveries_send_chunk(delivery_ids=pending_ids(run, "in_app"), channel="in_app")
+
+    assert result.counts["sent"] == 3
+    messages = InboxMessage.objects.order_by("customer_id")
+    assert [m.customer_id for m in messages] == [c.pk for c in customers]
+    assert all(m.delivery.status == "sent" and m.unsubscribe_url.startswith("https://winback.example.com/") for m in messages)
+
+
+def test_sms_outside_the_window_at_claim_time_is_deferred_without_costing_an_attempt(tmp_path):
+    # given: materialized at 18:00 in Shanghai (window open), claimed at 22:00 (closed)
+    customers_with_consent(1, channels=("sms",), timezone="Asia/Shanghai")
+    run = materialized(campaign_for(channels=("sms",)), now=NOON_UTC)
+    late = NOON_UTC + timedelta(hours=4)
+    transport = SmsTransport(backend=FileSmsBackend(path=str(tmp_path / "out.jsonl")), clock=lambda: late)
+
+    result = deliveries_send_chunk(delivery_ids=pending_ids(run, "sms"), channel="sms", transport=transport, now=late)
+
+    delivery = Delivery.objects.get(run=run)
+    assert (delivery.status, delivery.attempts, result.counts["deferred_quiet"]) == ("deferred", 0, 1)
+    assert delivery.not_before == datetime(2024, 6, 4, 0, 0, tzinfo=dt_timezone.utc)  # 08:00 in Shanghai
+    assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_sms_switched_off_after_materialization_is_skipped_at_claim(settings):
+    settings.SMS_BACKEND = "file"
+    customers_with_consent(1, channels=("sms",), timezone="UTC")
+    ChannelPolicy.objects.filter(channel="sms").update(quiet_hours_enabled=False)
+    run = materialized(campaign_for(channels=("sms",)))
+    ContactPolicy.objects.update(sms_enabled=False)
+
+    deliveries_send_chunk(delivery_ids=pending_ids(run, "sms"), channel="sms")
+
+    assert Delivery.objects.values_list("status", "skip_reason").get(run=run) == ("skipped", "channel_off")
+
+
+def test_stale_claims_of_a_dead_worker_are_released():
+    customers_with_consent(1)
+    run = materialized(campaign_for())
+    claimed = deliveries_claim(delivery_ids=pending_ids(run))
+    assert [d.status for d in claimed] == ["sending"]
+
+    assert deliveries_release_stale(now=timezone.now() + timedelta(minutes=5)) == 0
+    assert deliveries_release_stale(now=timezone.now() + timedelta(minutes=16)) == 1
+    assert Delivery.objects.get(run=run).status == "pending"
+
+
+def test_claim_is_a_fixed_number_of_queries():
+    def measure(n):
+        customers_with_consent(n)
+        run = materialized(campaign_for())
+        ids = pending_ids(run)
+        with CaptureQueriesContext(connection) as ctx:
+            claimed = deliveries_claim(delivery_ids=ids)
+        assert len(claimed) == len(ids) >= n
+        return len(ctx.captured_queries)
+
+    assert measure(3) == measure(60)
+
+
+def test_run_dispatch_sync_sends_everything_and_finishes_the_run():
+    customers_with_consent(4)
+    run = materialized(campaign_for())
+
+    run_dispatch(run=run, sync=True)
+
+    run.refresh_from_db()
+    assert (run.status, run.sent, run.targeted) == ("done", 4, 4)
+    assert run.finished_at is not None
+    assert len(mail.outbox) == 4
