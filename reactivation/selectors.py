@@ -1,0 +1,81 @@
+"""Reads for the reactivation app: who is in a segment, who is dormant."""
+
+from django.db.models import Exists, OuterRef, QuerySet
+
+from consent.selectors import consent_granted_q
+from reactivation.models import Customer, DormancyReason, DormancyRule, LifecycleState, Segment
+
+# (Segment field, Customer lookup) for the numeric bounds; a bound left empty does not filter.
+RANGE_CRITERIA = [
+    ("rfm_recency_min", "rfm_recency__gte"),
+    ("rfm_recency_max", "rfm_recency__lte"),
+    ("rfm_frequency_min", "rfm_frequency__gte"),
+    ("rfm_frequency_max", "rfm_frequency__lte"),
+    ("rfm_monetary_min", "rfm_monetary__gte"),
+    ("rfm_monetary_max", "rfm_monetary__lte"),
+    ("spent_min", "total_spent__gte"),
+    ("spent_max", "total_spent__lte"),
+    ("orders_min", "order_count__gte"),
+    ("orders_max", "order_count__lte"),
+]
+
+
+def _as_list(value) -> list:
+    """A JSON criterion as a list: a lone string edited in by hand means that one value (iterating
+    it would filter on its characters), and None or '' means no criterion."""
+    if value in (None, ""):
+        return []
+    if isinstance(value, str):
+        return [value]
+    return list(value)
+
+
+def segment_customers(*, segment: Segment) -> QuerySet[Customer]:
+    """The customers matching every criterion of ``segment``; empty criteria match everyone.
+
+    List criteria match any of their values (states, categories, locales, reasons), except
+    consent_channels: current marketing consent is required on every listed channel. An RFM
+    bound excludes customers without scores (they have never ordered).
+    """
+    customers = Customer.objects.all()
+    if states := _as_list(segment.lifecycle_states):
+        customers = customers.filter(lifecycle_state__in=states)
+    if segment.dormancy_rule_id is not None:
+        customers = customers.filter(lifecycle_rule_id=segment.dormancy_rule_id)
+    bounds = {
+        lookup: getattr(segment, field)
+        for field, lookup in RANGE_CRITERIA
+        if getattr(segment, field) is not None
+    }
+    if bounds:
+        customers = customers.filter(**bounds)
+    if categories := _as_list(segment.favourite_categories):
+        customers = customers.filter(favourite_category__in=categories)
+    if locales := _as_list(segment.locales):
+        customers = customers.filter(locale__in=locales)
+    if reasons := _as_list(segment.dormancy_reasons):
+        customers = customers.filter(
+            Exists(DormancyReason.objects.filter(customer=OuterRef("pk"), reason__in=reasons))
+        )
+    for channel in dict.fromkeys(_as_list(segment.consent_channels)):
+        customers = customers.filter(consent_granted_q(channel=channel))
+    return customers
+
+
+def segment_size(*, segment: Segment) -> int:
+    return segment_customers(segment=segment).count()
+
+
+def segment_sample(*, segment: Segment, limit: int = 20) -> QuerySet[Customer]:
+    """Up to ``limit`` members, newest customers first (walks the primary key index)."""
+    if limit < 0:
+        raise ValueError("limit must be zero or more.")
+    return segment_customers(segment=segment).select_related("lifecycle_rule").order_by("-pk")[:limit]
+
+
+def customers_dormant(*, rule: DormancyRule | None = None) -> QuerySet[Customer]:
+    """Dormant customers; with ``rule``, only those whose dormancy that rule decided."""
+    customers = Customer.objects.filter(lifecycle_state=LifecycleState.DORMANT)
+    if rule is not None:
+        customers = customers.filter(lifecycle_rule=rule)
+    return customers
