@@ -1,0 +1,23 @@
+"""Celery tasks of the reactivation app: thin, idempotent, each a call to a service.
+
+Both are scheduled by beat from config/periodic.py; both are safe to run twice or to overlap
+(lifecycle_evaluate serializes itself on PostgreSQL and writes only what changed; rfm_recompute
+is a pure function of the current rollups).
+"""
+
+from celery import shared_task
+
+from reactivation.lifecycle import lifecycle_evaluate
+from reactivation.rfm import rfm_recompute
+
+
+@shared_task(name="reactivation.lifecycle_evaluate", ignore_result=True)
+def lifecycle_evaluate_task() -> dict[str, int]:
+    """Re-evaluate every customer's lifecycle state now; returns the transition counts."""
+    return lifecycle_evaluate()
+
+
+@shared_task(name="reactivation.rfm_recompute", ignore_result=True)
+def rfm_recompute_task() -> int:
+    """Recompute every customer's RFM scores; returns the number of customers scored."""
+    return rfm_recompute()
