@@ -3,6 +3,40 @@ django-celery-beat rows (never create them by hand in the admin).
 
 Each entry: name, task path, crontab fields (minute, hour, day_of_week, day_of_month,
 month_of_year), and a one-line comment saying when it runs.
+
+Format of an entry (a dict; append yours, keep the comment line above it):
+
+    # Every hour at minute 5.
+    {
+        "name": "system: lifecycle evaluation",     # unique; must start with PERIODIC_TASK_PREFIX
+        "task": "reactivation.lifecycle_evaluate",  # the registered Celery task name
+        "crontab": {"minute": "5", "hour": "*"},    # celery crontab fields; missing ones are "*"
+        "kwargs": {},                               # optional, JSON-serializable keyword arguments
+        "queue": "default",                         # optional, a Celery queue name
+        "expire_seconds": 3300,                     # optional: drop the run if not started in time
+    },
+
+Crontabs are read in settings.TIME_ZONE. setup_periodic_tasks creates and updates these rows and
+disables (never deletes) rows whose name starts with PERIODIC_TASK_PREFIX but are no longer listed
+here; other rows (e.g. the schedules campaigns create for themselves) are left alone.
 """
 
-PERIODIC_TASKS: list[dict] = []
+PERIODIC_TASK_PREFIX = "system: "
+
+PERIODIC_TASKS: list[dict] = [
+    # Every hour at minute 5 (00:05, 01:05, ...): re-classify every customer's lifecycle state.
+    {
+        "name": "system: lifecycle evaluation",
+        "task": "reactivation.lifecycle_evaluate",
+        "crontab": {"minute": "5", "hour": "*"},
+        # A run still queued when the next one is due is pointless.
+        "expire_seconds": 55 * 60,
+    },
+    # Every day at 03:15: recompute RFM scores, after the night's imports and before office hours.
+    {
+        "name": "system: RFM scores",
+        "task": "reactivation.rfm_recompute",
+        "crontab": {"minute": "15", "hour": "3"},
+        "expire_seconds": 6 * 60 * 60,
+    },
+]
