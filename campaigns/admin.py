@@ -1,0 +1,256 @@
+"""Admin for campaigns, runs, deliveries and the contact rules.
+
+Declarative: actions call ``campaigns.services`` and report counts; runs and deliveries are
+written by the pipeline only and are read-only here. The campaign page shows each run's
+progress, refreshed from a small JSON endpoint while a run is in progress.
+"""
+
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.http import JsonResponse
+from django.shortcuts import get_object_or_404
+from django.urls import path, reverse
+from django.utils.html import format_html
+
+from campaigns import services
+from campaigns.models import Campaign, CampaignRun, ChannelPolicy, ContactPolicy, Delivery
+from consent.models import Channel
+from core.admin_site import PersonalDataAdminMixin, masked_display
+from core.masking import mask_address
+from core.paginator import EstimatedCountPaginator
+
+
+class CampaignForm(forms.ModelForm):
+    channels = forms.CharField(
+        help_text="In order of preference, comma-separated: email, sms, in_app (e.g. \"email, sms\": SMS when there is "
+                  "no email consent).",
+    )
+
+    class Meta:
+        model = Campaign
+        fields = "__all__"
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if isinstance(self.initial.get("channels"), list):
+            self.initial["channels"] = ", ".join(self.initial["channels"])
+
+    def clean_channels(self):
+        value = self.cleaned_data["channels"]
+        channels = [c.strip().lower() for c in value.replace(";", ",").split(",") if c.strip()]
+        unknown = [c for c in channels if c not in Channel.values]
+        if unknown:
+            raise ValidationError(f"Unknown channels: {', '.join(unknown)}. Use {', '.join(Channel.values)}.")
+        if len(set(channels)) != len(channels):
+            raise ValidationError("Name each channel once.")
+        return channels
+
+
+class RunInline(admin.TabularInline):
+    model = CampaignRun
+    extra = 0
+    can_delete = False
+    show_change_link = True
+    fields = ["number", "status", "trigger", "started_at", "finished_at", "targeted", "sent", "skipped_consent",
+              "skipped_suppressed", "skipped_cap", "skipped_reentry", "deferred_quiet", "failed"]
+    readonly_fields = fields
+    ordering = ["-number"]
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
+def _run_action(service, verb):
+    def action(modeladmin, request, queryset):
+        done, refused = 0, []
+        for campaign in queryset:
+            try:
+                result = service(campaign=campaign)
+            except ValidationError as exc:
+                refused.append(f"{campaign}: {'; '.join(exc.messages)}")
+                continue
+            done += 1
+            if isinstance(result, CampaignRun):
+                modeladmin.message_user(request, f"{campaign}: run #{result.number} started.", messages.SUCCESS)
+            elif isinstance(result, int) and verb != "scheduled":
+                modeladmin.message_user(request, f"{campaign}: {verb} ({result} run{'s' if result != 1 else ''}).")
+        if done:
+            modeladmin.message_user(request, f"{done} campaign{'s' if done != 1 else ''} {verb}.", messages.SUCCESS)
+        for message in refused:
+            modeladmin.message_user(request, message, messages.ERROR)
+
+    action.__name__ = f"action_{verb.replace(' ', '_')}"
+    return action
+
+
+@admin.register(Campaign)
+class CampaignAdmin(admin.ModelAdmin):
+    form = CampaignForm
+    list_display = ["name", "status", "segment", "channels_display", "offer", "schedule_display", "last_run"]
+    list_filter = ["status", "schedule_kind"]
+    search_fields = ["name"]
+    autocomplete_fields = []
+    raw_id_fields = []
+    readonly_fields = ["status", "periodic_task", "created_by", "created_at", "updated_at"]
+    inlines = [RunInline]
+    actions = ["schedule", "launch_now", "pause", "resume", "cancel"]
+    change_form_template = "admin/campaigns/campaign/change_form.html"
+    fieldsets = [
+        (None, {"fields": ["name", "description", "status", "segment", "brand"]}),
+        ("Channels and messages", {"fields": ["channels", "email_template", "sms_template", "in_app_template", "sms_enabled"]}),
+        ("Offer", {"fields": ["offer", "when_budget_exhausted"]}),
+        ("Rules", {"fields": ["is_marketing", "cap_exempt", "reentry_days", "holdout_percent"]}),
+        ("Schedule", {"fields": ["schedule_kind", "scheduled_at", "cron_minute", "cron_hour", "cron_day_of_week",
+                                 "cron_day_of_month", "cron_month_of_year", "periodic_task"],
+                      "description": "Saving does not schedule: use the \"Schedule\" action (or \"Launch now\")."}),
+        ("History", {"fields": ["created_by", "created_at", "updated_at"], "classes": ["collapse"]}),
+    ]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("segment", "offer")
+
+    @admin.display(description="Channels")
+    def channels_display(self, obj):
+        return " → ".join(obj.channels or [])
+
+    @admin.display(description="Schedule")
+    def schedule_display(self, obj):
+        if obj.schedule_kind == Campaign.ScheduleKind.RECURRING:
+            return f"cron {obj.cron_minute} {obj.cron_hour} {obj.cron_day_of_month} {obj.cron_month_of_year} {obj.cron_day_of_week}"
+        return obj.scheduled_at or "—"
+
+    @admin.display(description="Last run")
+    def last_run(self, obj):
+        run = obj.runs.order_by("-number").first()
+        return f"#{run.number} {run.get_status_display()}: {run.sent}/{run.targeted} sent" if run else "—"
+
+    def save_model(self, request, obj, form, change):
+        if not change:
+            obj.created_by = request.user
+        super().save_model(request, obj, form, change)
+
+    # Actions: thin, each one service call per campaign.
+
+    @admin.action(description="Schedule (once at the time, or on the crontab)", permissions=["change"])
+    def schedule(self, request, queryset):
+        _run_action(services.campaign_schedule, "scheduled")(self, request, queryset)
+
+    @admin.action(description="Launch now", permissions=["change"])
+    def launch_now(self, request, queryset):
+        _run_action(services.campaign_launch, "launched")(self, request, queryset)
+
+    @admin.action(description="Pause", permissions=["change"])
+    def pause(self, request, queryset):
+        _run_action(services.campaign_pause, "paused")(self, request, queryset)
+
+    @admin.action(description="Resume", permissions=["change"])
+    def resume(self, request, queryset):
+        _run_action(services.campaign_resume, "resumed")(self, request, queryset)
+
+    @admin.action(description="Cancel (removes the schedule)", permissions=["change"])
+    def cancel(self, request, queryset):
+        _run_action(services.campaign_cancel, "cancelled")(self, request, queryset)
+
+    # Live progress.
+
+    def get_urls(self):
+        return [
+            path("<int:object_id>/progress/", self.admin_site.admin_view(self.progress_view), name="campaigns_campaign_progress"),
+            *super().get_urls(),
+        ]
+
+    def progress_view(self, request, object_id):
+        campaign = get_object_or_404(Campaign, pk=object_id)
+        if not self.has_view_permission(request, campaign):
+            raise PermissionDenied
+        runs = list(campaign.runs.order_by("-number")[:10])
+        return JsonResponse({
+            "campaign": campaign.pk, "status": campaign.status,
+            "runs": [services.run_progress(run=run) for run in runs],
+            "active": any(run.status in services.ACTIVE_RUN_STATUSES for run in runs),
+        })
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        extra_context = {**(extra_context or {}),
+                         "progress_url": reverse("admin:campaigns_campaign_progress", args=[object_id])}
+        return super().change_view(request, object_id, form_url, extra_context)
+
+
+class ReadOnlyMixin:
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(CampaignRun)
+class CampaignRunAdmin(ReadOnlyMixin, admin.ModelAdmin):
+    list_display = ["__str__", "status", "trigger", "started_at", "finished_at", "targeted", "sent", "skipped_consent",
+                    "skipped_suppressed", "skipped_cap", "skipped_reentry", "skipped_budget", "deferred_quiet", "holdout",
+                    "failed", "deliveries_link"]
+    list_filter = ["status", "trigger"]
+    search_fields = ["campaign__name"]
+    list_select_related = ["campaign"]
+
+    @admin.display(description="Deliveries")
+    def deliveries_link(self, obj):
+        url = reverse("admin:campaigns_delivery_changelist") + f"?run__id__exact={obj.pk}"
+        return format_html('<a href="{}">deliveries</a>', url)
+
+
+@admin.register(Delivery)
+class DeliveryAdmin(PersonalDataAdminMixin, ReadOnlyMixin, admin.ModelAdmin):
+    list_display = ["id", "campaign", "run_number", "customer_ref", "channel", "address", "status", "skip_reason",
+                    "attempts", "not_before", "sent_at", "opened_at"]
+    list_filter = ["status", "skip_reason", "channel"]
+    # Exact matches only: an icontains over millions of rows needs an index we do not have.
+    search_fields = ["=customer__external_id", "=provider_id"]
+    list_select_related = ["campaign", "run", "customer"]
+    paginator = EstimatedCountPaginator
+    show_full_result_count = False
+    list_per_page = 50
+    fields = ["campaign", "run", "customer_ref", "channel", "address", "status", "skip_reason", "not_before",
+              "attempts", "provider_id", "error", "created_at", "claimed_at", "sent_at", "opened_at", "clicked_at"]
+    readonly_fields = fields
+    personal_data_fields = {"address": "masked_address"}
+    masked_address = masked_display("address", mask_address, "Address")
+
+    @admin.display(description="Run", ordering="run__number")
+    def run_number(self, obj):
+        return f"#{obj.run.number}"
+
+    @admin.display(description="Customer", ordering="customer__external_id")
+    def customer_ref(self, obj):
+        url = reverse("admin:reactivation_customer_change", args=[obj.customer_id])
+        return format_html('<a href="{}">{}</a>', url, obj.customer.external_id)
+
+
+@admin.register(ContactPolicy)
+class ContactPolicyAdmin(admin.ModelAdmin):
+    list_display = ["__str__", "daily_cap_all_channels", "sms_enabled", "sms_signature", "sms_opt_out_text", "updated_at"]
+
+    def has_add_permission(self, request):
+        return not ContactPolicy.objects.exists() and super().has_add_permission(request)
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(ChannelPolicy)
+class ChannelPolicyAdmin(admin.ModelAdmin):
+    list_display = ["channel", "cap_count", "cap_days", "quiet_hours_enabled", "window_start", "window_end", "rate_per_second"]
+    list_editable = ["cap_count", "cap_days", "quiet_hours_enabled", "window_start", "window_end", "rate_per_second"]
+
+    def has_add_permission(self, request):
+        return ChannelPolicy.objects.count() < len(Channel.values) and super().has_add_permission(request)
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+from campaigns import admin_offers  # noqa: E402,F401
