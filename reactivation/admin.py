@@ -20,7 +20,7 @@ from consent.services import consent_withdraw
 from core.admin_site import ImportExportAdmin, LargeTableAdminMixin, PersonalDataAdminMixin, masked_display
 from core.exports import audience_export_response, customers_export_response
 from core.masking import can_view_personal_data, mask_email, mask_phone
-from core.phones import normalize_phone
+from core.phones import normalize_email, normalize_phone
 from reactivation.models import (
     ActivityEvent,
     Customer,
@@ -195,8 +195,24 @@ class DormancyReasonInline(ReadOnlyInline):
     verbose_name_plural = f"Dormancy reasons (newest {INLINE_LIMIT})"
 
 
+class CustomerForm(forms.ModelForm):
+    """Email and phone are stored normalized (lower-case, E.164): search and suppression match
+    on the exact stored value."""
+
+    class Meta:
+        model = Customer
+        fields = "__all__"
+
+    def clean_email(self):
+        return normalize_email(self.cleaned_data.get("email", ""))
+
+    def clean_phone(self):
+        return normalize_phone(self.cleaned_data.get("phone", ""))
+
+
 @admin.register(Customer)
 class CustomerAdmin(PersonalDataAdminMixin, LargeTableAdminMixin, admin.ModelAdmin):
+    form = CustomerForm
     personal_data_fields = {"email": "masked_email", "phone": "masked_phone"}
     list_display = [
         "external_id", "name", "email", "phone", "lifecycle_state", "last_seen_at", "last_order_at",

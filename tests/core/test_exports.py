@@ -5,7 +5,6 @@ import hashlib
 import io
 from datetime import datetime, timedelta, timezone as dt_timezone
 from decimal import Decimal
-from importlib.util import find_spec
 
 import pytest
 from django.contrib.auth.models import Group, Permission
@@ -35,9 +34,6 @@ from tests.factories import CustomerFactory, SegmentFactory, SuppressionFactory,
 
 pytestmark = pytest.mark.django_db
 
-needs_selectors = pytest.mark.skipif(
-    find_spec("reactivation.selectors") is None, reason="reactivation.selectors (segment_customers) has not landed yet"
-)
 
 DANGEROUS = ["=", "+", "-", "@", "\t", "\r", "\n"]
 
@@ -178,7 +174,6 @@ def test_hashes_use_the_normalized_forms():
     assert phone_sha256("") == "" and phone_sha256("12345") == ""
 
 
-@needs_selectors
 def test_audience_export_has_only_hashes_and_skips_suppressed_addresses(compliance):
     segment = SegmentFactory()  # no criteria: every customer
     CustomerFactory(external_id="A1", name="李娜", email="Li.Na@Example.com", phone="+8613812345678")
@@ -197,7 +192,6 @@ def test_audience_export_has_only_hashes_and_skips_suppressed_addresses(complian
         assert personal not in text
 
 
-@needs_selectors
 def test_audience_export_is_refused_without_personal_data_permission(marketer):
     with pytest.raises(PermissionDenied):
         audience_export_csv(segment=SegmentFactory(), user=marketer)

@@ -2,7 +2,6 @@
 
 import csv
 import io
-from importlib.util import find_spec
 
 import pytest
 from django.contrib.auth.models import Group
@@ -24,9 +23,6 @@ from tests.factories import (
 
 pytestmark = pytest.mark.django_db
 
-needs_selectors = pytest.mark.skipif(
-    find_spec("reactivation.selectors") is None, reason="reactivation.selectors (segment_size/sample) has not landed yet"
-)
 
 EMAIL = "wang.fang@example.com"
 PHONE = "+8613912345678"
@@ -312,7 +308,6 @@ def test_segment_form_rejects_bad_values(client, marketer, overrides, field):
     assert not Segment.objects.exists()
 
 
-@needs_selectors
 def test_segment_page_shows_size_and_a_masked_sample(client, marketer, customer):
     from reactivation.selectors import segment_size
 
@@ -328,7 +323,6 @@ def test_segment_page_shows_size_and_a_masked_sample(client, marketer, customer)
     assert EMAIL not in body and PHONE not in body
 
 
-@needs_selectors
 def test_segment_exports_members_and_ad_audience(client, marketer, customer):
     import hashlib
 
@@ -480,3 +474,33 @@ def test_rule_and_segment_exports_neutralize_every_cell(client, marketer):
     assert cells["name"] == "'@segment"
     assert cells["description"] == "'=HYPERLINK(\"http://x\")"
     assert cells["favourite_categories"] == "'+cat"
+
+
+def test_superuser_edits_a_customer_with_many_events_and_history_stays_intact(client, customer):
+    ActivityEventFactory.create_batch(25, customer=customer)
+    consent_grant(customer=customer, channel="email", source="signup")
+    client.force_login(UserFactory(username="root", is_superuser=True))
+    url = reverse("admin:reactivation_customer_change", args=[customer.pk])
+    page = client.get(url)
+    data = {}
+    for formset in page.context["inline_admin_formsets"]:
+        management = formset.formset.management_form
+        data.update({f"{management.prefix}-{name}": value for name, value in management.initial.items()})
+        data[f"{management.prefix}-MAX_NUM_FORMS"] = management.initial.get("MAX_NUM_FORMS", 1000)
+    data.update({"external_id": "U100", "name": "王芳芳", "email": " New@Example.com", "phone": "139 1234 0000",
+                 "locale": "zh-hans", "timezone": "Asia/Shanghai", "attributes": "{}"})
+
+    response = client.post(url, data)
+
+    assert response.status_code == 302, response.context["adminform"].form.errors if response.context else response
+    customer.refresh_from_db()
+    assert (customer.name, customer.email, customer.phone) == ("王芳芳", "new@example.com", "+8613912340000")
+    assert customer.events.count() == 25
+    assert ConsentState.objects.get(customer=customer).status == "granted"
+
+
+def test_customer_form_refuses_an_invalid_phone(client, customer):
+    client.force_login(UserFactory(username="root", is_superuser=True))
+    response = client.post(reverse("admin:reactivation_customer_add"), {"external_id": "U2", "phone": "12345", "attributes": "{}"})
+    assert response.status_code == 200
+    assert "phone" in response.context["adminform"].form.errors
