@@ -1,0 +1,75 @@
+"""Celery tasks of the pipeline: thin wrappers, per-channel queues, acks_late."""
+
+from datetime import timedelta
+
+import pytest
+from django.core import mail
+from django.utils import timezone
+
+from campaigns import tasks
+from campaigns.models import CampaignRun, Delivery
+from campaigns.services import campaign_launch, campaign_schedule, run_dispatch
+from campaigns.materialize import run_materialize
+from tests.campaigns.pipeline_helpers import (  # noqa: F401
+    _segment_selectors_fallback, campaign_for, customers_with_consent,
+)
+
+pytestmark = pytest.mark.django_db
+
+
+def test_sending_tasks_acknowledge_late_so_a_killed_workers_chunk_is_redone():
+    assert tasks.send_chunk.acks_late is True
+    assert tasks.run_execute.acks_late is True
+    assert tasks.send_chunk.name == "campaigns.send_chunk"
+    assert tasks.dispatch_due.name == "campaigns.dispatch_due"
+
+
+def test_chunks_go_to_their_channels_queue(monkeypatch, django_capture_on_commit_callbacks):
+    customers_with_consent(2, channels=("email",))
+    customers_with_consent(3, channels=("in_app",))
+    run = campaign_launch(campaign=campaign_for(channels=("email", "in_app")))
+    run_materialize(run=run)
+    queued = []
+    monkeypatch.setattr(tasks.send_chunk, "apply_async", lambda args, queue: queued.append((queue, len(args[0]), args[1])))
+
+    with django_capture_on_commit_callbacks(execute=True):
+        chunks = run_dispatch(run=run)
+
+    assert chunks == 2
+    assert sorted(queued) == [("email", 2, "email"), ("in_app", 3, "in_app")]
+
+
+def test_run_execute_and_send_chunk_tasks_run_the_pipeline(settings, django_capture_on_commit_callbacks):
+    settings.CELERY_TASK_ALWAYS_EAGER = True
+    customers_with_consent(3)
+    run = campaign_launch(campaign=campaign_for())
+
+    with django_capture_on_commit_callbacks(execute=True):
+        tasks.run_execute(run.pk)
+
+    run.refresh_from_db()
+    assert (run.status, run.sent) == ("done", 3)
+    assert len(mail.outbox) == 3
+    # Running the chunk again (a redelivered message) sends nothing more.
+    counts = tasks.send_chunk(list(Delivery.objects.filter(run=run).values_list("pk", flat=True)), "email")
+    assert counts == {} and len(mail.outbox) == 3
+
+
+def test_run_execute_for_a_missing_run_is_logged_not_raised(caplog):
+    tasks.run_execute(999_999)
+    assert "run_execute_missing run=999999" in caplog.text
+
+
+def test_launch_scheduled_task_starts_a_run_for_a_scheduled_campaign(django_capture_on_commit_callbacks, monkeypatch):
+    campaign = campaign_for(schedule_kind="once", scheduled_at=timezone.now() + timedelta(minutes=5))
+    campaign_schedule(campaign=campaign)
+    monkeypatch.setattr(tasks.run_execute, "delay", lambda run_id: None)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        run_id = tasks.launch_scheduled(campaign.pk)
+
+    assert CampaignRun.objects.get(pk=run_id).trigger == "schedule"
+
+
+def test_dispatch_due_task_returns_the_number_queued():
+    assert tasks.dispatch_due() == 0
