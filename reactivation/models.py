@@ -204,3 +204,69 @@ class Segment(models.Model):
         from reactivation.selectors import segment_customers
 
         return segment_customers(segment=self)
+
+
+def _import_upload_to(instance, filename):
+    return f"imports/{instance.kind}/{django_timezone.now():%Y/%m}/{filename}"
+
+
+class ImportJob(models.Model):
+    """One bulk import of customers or activity started from the admin (or a script).
+
+    The uploaded file lives in default storage (MEDIA_ROOT), which every web and worker process
+    can read. A job runs in a Celery task; jobs of the same kind run one at a time, oldest first.
+    """
+
+    class Kind(models.TextChoices):
+        CUSTOMERS = "customers", "Customers"
+        EVENTS = "events", "Activity events"
+
+    class Status(models.TextChoices):
+        DRAFT = "draft", "Awaiting confirmation"
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.DRAFT, db_index=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=django_timezone.now, editable=False)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    file = models.FileField(upload_to=_import_upload_to, max_length=300)
+    original_name = models.CharField(max_length=255)
+    options = models.JSONField(
+        default=dict, blank=True, help_text="encoding, region, timezone, notice_version, dry_run."
+    )
+    detected_format = models.CharField(max_length=60, blank=True, help_text="e.g. CSV, gb18030, ';'.")
+    rows_total = models.PositiveBigIntegerField(null=True, blank=True, help_text="Estimated from the file size.")
+    rows_processed = models.PositiveBigIntegerField(default=0)
+    created = models.PositiveIntegerField(default=0)
+    updated = models.PositiveIntegerField(default=0)
+    unchanged = models.PositiveIntegerField(default=0)
+    invalid = models.PositiveIntegerField(default=0)
+    unknown_customer = models.PositiveIntegerField(default=0)
+    errors_file = models.FileField(upload_to="imports/errors/", max_length=300, blank=True)
+    error_message = models.TextField(blank=True, help_text="Why the whole file was refused or the job failed.")
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["kind", "status", "id"], name="importjob_queue_idx")]
+
+    def __str__(self):
+        return f"{self.get_kind_display()} import #{self.pk} ({self.original_name})"
+
+    @property
+    def duration(self):
+        if self.started_at and self.finished_at:
+            return self.finished_at - self.started_at
+        return None
+
+    @property
+    def summary(self) -> str:
+        if self.kind == self.Kind.EVENTS:
+            return f"created={self.created} invalid={self.invalid} unknown_customer={self.unknown_customer}"
+        return f"created={self.created} updated={self.updated} unchanged={self.unchanged} invalid={self.invalid}"
