@@ -7,7 +7,7 @@ evaluation is a fixed number of statements whatever the number of customers:
 2. on PostgreSQL, take a transaction-scoped advisory lock so two overlapping runs (a slow run and
    the next beat tick) cannot both log the same change;
 3. INSERT INTO LifecycleTransition ... SELECT the customers whose state or deciding rule changes;
-4. UPDATE those customers from the rows just logged (state, since, rule);
+4. UPDATE those customers from the rows just logged (state, since, rule), a join;
 5. count the new transitions by state (one grouped SELECT) for the summary.
 """
 
@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import (
-    Case, CharField, Count, DateTimeField, Exists, F, IntegerField, Max, OuterRef, Q, Subquery, Value, When,
+    Case, CharField, Count, DateTimeField, F, IntegerField, Max, Q, Value, When,
 )
 from django.db.models.functions import Coalesce, Greatest
 from django.db.models.lookups import GreaterThan, LessThanOrEqual
@@ -131,21 +131,27 @@ def _transitions_insert(changed, now: datetime) -> None:
 
 
 def _customers_apply(*, last_id: int, now: datetime) -> int:
-    """Copy this run's transitions onto their customers: one UPDATE.
+    """Copy this run's transitions onto their customers: one UPDATE ... FROM the log.
 
-    Reading the log just written (by its index on customer and time) rather than evaluating the
-    rules again guarantees the customers say exactly what the log says.
+    Reading the rows just logged rather than evaluating the rules again guarantees the customers
+    say exactly what the log says. A join (UPDATE ... FROM, PostgreSQL and SQLite >= 3.33), not
+    correlated subqueries: those took 30 s instead of a few for 200,000 changes on PostgreSQL.
     """
-    logged = LifecycleTransition.objects.filter(customer=OuterRef("pk"), at=now, id__gt=last_id).order_by()
-    return Customer.objects.filter(Exists(logged)).update(
-        lifecycle_state=Subquery(logged.values("to_state")[:1]),
-        lifecycle_rule=Subquery(logged.values("rule")[:1]),
-        # A rule-only change (from == to) keeps the date the customer entered the state.
-        lifecycle_since=Case(
-            When(Exists(logged.filter(from_state=F("to_state"))), then=F("lifecycle_since")),
-            default=Value(now, output_field=DateTimeField()),
-        ),
-    )
+    customers = connection.ops.quote_name(Customer._meta.db_table)
+    transitions = connection.ops.quote_name(LifecycleTransition._meta.db_table)
+    at = connection.ops.adapt_datetimefield_value(now)
+    sql = f"""
+        UPDATE {customers} SET
+            lifecycle_state = t.to_state,
+            lifecycle_rule_id = t.rule_id,
+            -- A rule-only change (from == to) keeps the date the customer entered the state.
+            lifecycle_since = CASE WHEN t.from_state = t.to_state THEN {customers}.lifecycle_since ELSE %s END
+        FROM {transitions} AS t
+        WHERE t.customer_id = {customers}.id AND t.id > %s AND t.at = %s
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [at, last_id, at])
+        return cursor.rowcount
 
 
 def lifecycle_evaluate(*, now: datetime | None = None) -> dict[str, int]:
