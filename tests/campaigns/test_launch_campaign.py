@@ -61,9 +61,12 @@ def test_unknown_campaign_and_cancelled_campaign_are_refused():
 
 
 @pytest.mark.django_db(transaction=True, serialized_rollback=True)
-def test_through_the_queues_with_eager_celery(settings):
+def test_through_the_queues_with_eager_celery(settings, monkeypatch):
     # Real commits: the tasks are queued on commit, as in production (run eagerly here).
+    from config.celery import app
+
     settings.CELERY_TASK_ALWAYS_EAGER = True
+    monkeypatch.setitem(app.conf, "task_always_eager", True)  # the app may have read its settings already
     customers_with_consent(3)
     campaign = campaign_for()
 

@@ -39,8 +39,11 @@ def test_chunks_go_to_their_channels_queue(monkeypatch, django_capture_on_commit
     assert sorted(queued) == [("email", 2, "email"), ("in_app", 3, "in_app")]
 
 
-def test_run_execute_and_send_chunk_tasks_run_the_pipeline(settings, django_capture_on_commit_callbacks):
+def test_run_execute_and_send_chunk_tasks_run_the_pipeline(settings, django_capture_on_commit_callbacks, monkeypatch):
+    from config.celery import app
+
     settings.CELERY_TASK_ALWAYS_EAGER = True
+    monkeypatch.setitem(app.conf, "task_always_eager", True)
     customers_with_consent(3)
     run = campaign_launch(campaign=campaign_for())
 

@@ -14,13 +14,13 @@ from tests.campaigns.pipeline_helpers import (  # noqa: F401
 
 @pytest.mark.broker
 @pytest.mark.django_db(transaction=True, serialized_rollback=True)
-def test_a_campaign_is_sent_by_a_real_worker_on_the_channel_queues(settings):
+def test_a_campaign_is_sent_by_a_real_worker_on_the_channel_queues(settings, monkeypatch):
     from celery.contrib.testing.worker import start_worker
 
     from config.celery import app
 
     settings.CELERY_TASK_ALWAYS_EAGER = False
-    app.conf.task_always_eager = False
+    monkeypatch.setitem(app.conf, "task_always_eager", False)
     customers_with_consent(3, channels=("email",))
     customers_with_consent(2, channels=("in_app",))
     campaign = campaign_for(channels=("email", "in_app"))
