@@ -38,23 +38,3 @@ def new_run(campaign, *, now=NOON_UTC):
 def channel_policy(channel):
     return ChannelPolicy.objects.get(channel=channel)
 
-
-# TEMPORARY until reactivation.selectors (segment_customers) lands: the minimal filter these
-# tests use (empty criteria = everyone; favourite categories). Remove when the module exists.
-import importlib.util  # noqa: E402
-
-import pytest  # noqa: E402
-
-
-@pytest.fixture(autouse=True)
-def _segment_selectors_fallback(monkeypatch):
-    if importlib.util.find_spec("reactivation.selectors") is None:
-        from reactivation.models import Customer, Segment
-
-        def customers(self):
-            qs = Customer.objects.all()
-            if self.favourite_categories:
-                qs = qs.filter(favourite_category__in=self.favourite_categories)
-            return qs
-
-        monkeypatch.setattr(Segment, "customers", customers)

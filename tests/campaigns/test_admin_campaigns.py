@@ -11,8 +11,8 @@ from django.utils import timezone
 from campaigns.materialize import run_materialize
 from campaigns.models import Campaign, CampaignRun, ChannelPolicy, ContactPolicy, Delivery
 from campaigns.services import campaign_launch
-from tests.campaigns.pipeline_helpers import (  # noqa: F401
-    _segment_selectors_fallback, campaign_for, customers_with_consent,
+from tests.campaigns.pipeline_helpers import (
+    campaign_for, customers_with_consent,
 )
 from tests.factories import MessageTemplateFactory, SegmentFactory, UserFactory
 

@@ -8,8 +8,8 @@ from django.core.management import CommandError, call_command
 
 from campaigns.models import Campaign, Delivery
 from consent.services import consent_withdraw
-from tests.campaigns.pipeline_helpers import (  # noqa: F401
-    _segment_selectors_fallback, campaign_for, customers_with_consent,
+from tests.campaigns.pipeline_helpers import (
+    campaign_for, customers_with_consent,
 )
 from tests.factories import CustomerFactory
 

@@ -10,8 +10,8 @@ from campaigns.materialize import holdout_bucket, run_materialize
 from campaigns.models import CampaignRun, ContactPolicy, Delivery
 from consent.models import Suppression
 from consent.services import consent_withdraw
-from tests.campaigns.pipeline_helpers import (  # noqa: F401
-    NOON_UTC, _segment_selectors_fallback, campaign_for, channel_policy, customers_with_consent, new_run,
+from tests.campaigns.pipeline_helpers import (
+    NOON_UTC, campaign_for, channel_policy, customers_with_consent, new_run,
 )
 from tests.factories import CampaignFactory, CustomerFactory
 

@@ -16,8 +16,8 @@ from campaigns.sending import deliveries_claim, deliveries_release_stale, delive
 from campaigns.services import deliveries_dispatch_due, run_dispatch, run_refresh_counters
 from consent.models import Suppression
 from consent.services import consent_withdraw, suppression_add
-from tests.campaigns.pipeline_helpers import (  # noqa: F401
-    NOON_UTC, _segment_selectors_fallback, campaign_for, customers_with_consent, new_run,
+from tests.campaigns.pipeline_helpers import (
+    NOON_UTC, campaign_for, customers_with_consent, new_run,
 )
 from tests.factories import OfferFactory
 

@@ -12,8 +12,8 @@ from django_celery_beat.models import PeriodicTask, PeriodicTasks
 from campaigns import services
 from campaigns.models import Campaign, CampaignRun, Delivery
 from campaigns.sending import deliveries_send_chunk
-from tests.campaigns.pipeline_helpers import (  # noqa: F401
-    _segment_selectors_fallback, campaign_for, customers_with_consent,
+from tests.campaigns.pipeline_helpers import (
+    campaign_for, customers_with_consent,
 )
 
 pytestmark = pytest.mark.django_db

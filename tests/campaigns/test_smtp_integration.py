@@ -11,8 +11,8 @@ from aiosmtpd.controller import Controller
 from campaigns.materialize import run_materialize
 from campaigns.models import Delivery
 from campaigns.sending import deliveries_send_chunk
-from tests.campaigns.pipeline_helpers import (  # noqa: F401
-    _segment_selectors_fallback, campaign_for, customers_with_consent, new_run,
+from tests.campaigns.pipeline_helpers import (
+    campaign_for, customers_with_consent, new_run,
 )
 
 pytestmark = pytest.mark.django_db

@@ -10,8 +10,8 @@ from campaigns import tasks
 from campaigns.models import CampaignRun, Delivery
 from campaigns.services import campaign_launch, campaign_schedule, run_dispatch
 from campaigns.materialize import run_materialize
-from tests.campaigns.pipeline_helpers import (  # noqa: F401
-    _segment_selectors_fallback, campaign_for, customers_with_consent,
+from tests.campaigns.pipeline_helpers import (
+    campaign_for, customers_with_consent,
 )
 
 pytestmark = pytest.mark.django_db

@@ -7,8 +7,8 @@ from django.core import mail
 
 from campaigns.models import CampaignRun, InboxMessage
 from campaigns.services import campaign_launch
-from tests.campaigns.pipeline_helpers import (  # noqa: F401
-    _segment_selectors_fallback, campaign_for, customers_with_consent,
+from tests.campaigns.pipeline_helpers import (
+    campaign_for, customers_with_consent,
 )
 
 
