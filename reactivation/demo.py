@@ -25,6 +25,7 @@ Campaign demo data is added by ``campaigns.demo.demo_campaigns_seed`` when that 
 import functools
 import importlib
 import importlib.util
+import itertools
 import random
 from collections import Counter
 from dataclasses import dataclass, field
@@ -129,28 +130,27 @@ def demo_world_seed(*, customers: int, seed: int, now: datetime) -> dict:
         existing = set(
             Customer.objects.filter(external_id__startswith=EXTERNAL_ID_PREFIX).values_list("external_id", flat=True)
         )
-        plans = [
-            plan for plan in _plans_build(count=customers, seed=seed, now=now)
-            if plan.customer.external_id not in existing
-        ]
-        returning = [plan for plan in plans if plan.profile == LifecycleState.REACTIVATED]
-        others = [plan for plan in plans if plan.profile != LifecycleState.REACTIVATED]
+        world = _World(seed=seed, now=now)
+        missing = [index for index in range(1, customers + 1) if _external_id(index) not in existing]
+        returning = [index for index in missing if world.profile(index) == LifecycleState.REACTIVATED]
+        others = [index for index in missing if world.profile(index) != LifecycleState.REACTIVATED]
+        comeback_events, suppressions = [], []
 
         if returning:
             # They exist first, as they were while dormant, so the past evaluation only sees them
             # (on an empty database) and logs their fall into dormancy at that date.
-            created.update(_plans_insert(plans=returning))
+            created.update(_plans_insert(plans=world.plans(returning), comeback_events=comeback_events,
+                                         suppressions=suppressions))
             lifecycle_evaluate(now=now - REACTIVATION_LOOKBACK)
-            created["events"] += _events_insert(
-                [(plan.customer.pk, *event) for plan in returning for event in plan.comeback_events]
-            )
+            created["events"] += _events_insert(comeback_events)
             _rollups_refresh(
                 customers=Customer.objects.filter(
                     external_id__startswith=EXTERNAL_ID_PREFIX, attributes__demo_profile=LifecycleState.REACTIVATED
                 )
             )
-        created.update(_plans_insert(plans=others))
-        created["suppressions"] += _suppressions_insert([plan.suppression for plan in plans if plan.suppression])
+        created.update(_plans_insert(plans=world.plans(others), comeback_events=comeback_events,
+                                     suppressions=suppressions))
+        created["suppressions"] += _suppressions_insert(suppressions)
 
         lifecycle_evaluate(now=now)
         rfm_recompute(now=now)
@@ -248,24 +248,42 @@ def _profile_cycle(rng: random.Random) -> list[str]:
     return list(PROFILE_WEIGHTS) + rest
 
 
-def _plans_build(*, count: int, seed: int, now: datetime) -> list[_Plan]:
-    rng = random.Random(seed)
-    names = _NamePools(seed)
-    cycle = _profile_cycle(rng)
-    plans = []
-    dormant_seen = 0
-    for index in range(1, count + 1):
-        profile = cycle[(index - 1) % len(cycle)]
-        plan = _plan_build(index=index, profile=profile, rng=rng, names=names, now=now, seed=seed)
-        if profile == LifecycleState.DORMANT:
-            # The first seven dormant customers carry one reason each, so every kind is present.
-            if dormant_seen < len(DormancyReason.Reason.values) or rng.random() < 0.25:
-                plan.reason = _reason_for(plan, rng=rng, kind_index=dormant_seen, now=now)
-            dormant_seen += 1
-        elif profile == LifecycleState.AT_RISK and rng.random() < 0.1:
-            plan.reason = _reason_for(plan, rng=rng, kind_index=rng.randrange(7), now=now)
-        plans.append(plan)
-    return plans
+def _external_id(index: int) -> str:
+    return f"{EXTERNAL_ID_PREFIX}{index:06d}"
+
+
+class _World:
+    """Builds any customer of the demo from its index alone: each customer draws from its own
+    random generator (seeded by seed and index), so customers are built a chunk at a time in
+    any order and memory stays flat at 100,000 customers."""
+
+    def __init__(self, *, seed: int, now: datetime):
+        self.seed, self.now = seed, now
+        self.names = _NamePools(seed)
+        self.cycle = _profile_cycle(random.Random(seed))
+        # How many dormant profiles come before each position of the cycle.
+        self.dormant_before = [self.cycle[:position].count(LifecycleState.DORMANT) for position in range(len(self.cycle))]
+
+    def profile(self, index: int) -> str:
+        return self.cycle[(index - 1) % len(self.cycle)]
+
+    def _dormant_ordinal(self, index: int) -> int:
+        cycles, position = divmod(index - 1, len(self.cycle))
+        return cycles * PROFILE_WEIGHTS[LifecycleState.DORMANT] + self.dormant_before[position]
+
+    def plans(self, indices):
+        for index in indices:
+            rng = random.Random(f"{self.seed}:{index}")
+            profile = self.profile(index)
+            plan = _plan_build(index=index, profile=profile, rng=rng, names=self.names, now=self.now, seed=self.seed)
+            if profile == LifecycleState.DORMANT:
+                ordinal = self._dormant_ordinal(index)
+                # The first seven dormant customers carry one reason each, so every kind is present.
+                if ordinal < len(DormancyReason.Reason.values) or rng.random() < 0.25:
+                    plan.reason = _reason_for(plan, rng=rng, kind_index=ordinal, now=self.now)
+            elif profile == LifecycleState.AT_RISK and rng.random() < 0.1:
+                plan.reason = _reason_for(plan, rng=rng, kind_index=rng.randrange(7), now=self.now)
+            yield plan
 
 
 def _plan_build(*, index: int, profile: str, rng: random.Random, names: _NamePools, now: datetime, seed: int) -> _Plan:
@@ -287,7 +305,7 @@ def _plan_build(*, index: int, profile: str, rng: random.Random, names: _NamePoo
     favourite = rng.choices(list(CATEGORIES), weights=[weight for _, weight in CATEGORIES.values()])[0]
     signup_at, events, comeback = _activity_for(profile=profile, favourite=favourite, rng=rng, now=now)
     customer = Customer(
-        external_id=f"{EXTERNAL_ID_PREFIX}{index:06d}",
+        external_id=_external_id(index),
         name=name,
         email=email,
         phone=phone,
@@ -477,11 +495,13 @@ def _reason_for(plan: _Plan, *, rng: random.Random, kind_index: int, now: dateti
 # Writing -----------------------------------------------------------------------------------
 
 
-def _plans_insert(*, plans: list[_Plan]) -> Counter:
-    """Insert customers and everything that hangs off them, a chunk at a time."""
+def _plans_insert(*, plans, comeback_events: list, suppressions: list) -> Counter:
+    """Insert customers and everything that hangs off them, a chunk at a time.
+
+    Appends what must wait to ``comeback_events`` (customer id, event...) and ``suppressions``.
+    """
     created = Counter()
-    for start in range(0, len(plans), CHUNK_SIZE):
-        chunk = plans[start:start + CHUNK_SIZE]
+    while chunk := list(itertools.islice(plans, CHUNK_SIZE)):
         Customer.objects.bulk_create([plan.customer for plan in chunk], batch_size=CHUNK_SIZE)
         created["customers"] += len(chunk)
         created["events"] += _events_insert([(plan.customer.pk, *event) for plan in chunk for event in plan.events])
@@ -501,6 +521,8 @@ def _plans_insert(*, plans: list[_Plan]) -> Counter:
             ]
         )
         created["reasons"] += len(reasons)
+        comeback_events.extend((plan.customer.pk, *event) for plan in chunk for event in plan.comeback_events)
+        suppressions.extend(plan.suppression for plan in chunk if plan.suppression)
     return created
 
 
