@@ -1,0 +1,224 @@
+import csv
+import io
+import json
+
+import pytest
+from django.core.files.storage import default_storage
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.urls import reverse
+
+from config.celery import app as celery_app
+from reactivation.imports.jobs import CLAIMED, SKIP, WAIT, import_job_claim, import_job_execute
+from reactivation.models import Customer, ImportJob
+from tests.factories import CustomerFactory, UserFactory
+
+pytestmark = pytest.mark.django_db
+
+GBK_FILE = ("用户ID,姓名,邮箱,手机,注册时间,会员等级\n"
+            "C1,张三,zhang@example.com,13812345678,2024/1/5 9:30,金卡\n"
+            "C2,李四,not-an-email,,2024-01-06,银卡\n"
+            "C3,王五,wang@example.com,13912345678,2024-01-07,\n").encode("gbk")
+
+
+@pytest.fixture
+def eager_celery():
+    previous = celery_app.conf.task_always_eager
+    celery_app.conf.task_always_eager = True
+    yield
+    celery_app.conf.task_always_eager = previous
+
+
+@pytest.fixture
+def admin_client_(client):
+    user = UserFactory(username="boss", is_superuser=True)
+    client.force_login(user)
+    client.user = user
+    return client
+
+
+def upload(client, content: bytes, name: str = "会员.csv", kind: str = "customers", **options):
+    data = {"file": SimpleUploadedFile(name, content), "encoding": "auto", "time_zone": "Asia/Shanghai", **options}
+    return client.post(reverse("admin:reactivation_importjob_upload", args=[kind]), data)
+
+
+def test_upload_preview_confirm_progress_result(admin_client_, eager_celery, django_capture_on_commit_callbacks):
+    client = admin_client_
+    # given the import page, linked from the import jobs list
+    changelist = client.get(reverse("admin:reactivation_importjob_changelist"))
+    assert reverse("admin:reactivation_importjob_upload", args=["customers"]) in changelist.content.decode()
+    assert client.get(reverse("admin:reactivation_importjob_upload", args=["customers"])).status_code == 200
+
+    # when a marketer uploads a GBK file
+    response = upload(client, GBK_FILE, region="CN")
+    job = ImportJob.objects.get()
+    assert response.status_code == 302 and response.url == reverse("admin:reactivation_importjob_preview", args=[job.pk])
+    # then it is stored in default storage (shared by web and workers) as a draft, nothing imported yet
+    assert job.status == ImportJob.Status.DRAFT and job.created_by == client.user
+    assert default_storage.exists(job.file.name) and job.file.name.startswith("imports/customers/")
+    assert not Customer.objects.exists()
+
+    # and the preview shows the detected encoding, the mapping, the first rows and the quick scan
+    preview = client.get(response.url)
+    page = preview.content.decode()
+    assert preview.status_code == 200
+    assert "GB18030 / GBK" in page and "comma" in page
+    assert preview.context["preview"].mapping == [
+        ("用户ID", "external_id"), ("姓名", "name"), ("邮箱", "email"), ("手机", "phone"), ("注册时间", "signup_at"),
+        ("会员等级", "attributes['会员等级']"),
+    ]
+    assert "张三" in page and preview.context["preview"].invalid == 1 and preview.context["preview"].scanned == 3
+    assert not Customer.objects.exists()
+
+    # when they confirm, the Celery task runs after commit
+    with django_capture_on_commit_callbacks(execute=True):
+        confirmed = client.post(response.url)
+    progress_url = reverse("admin:reactivation_importjob_progress", args=[job.pk])
+    assert confirmed.status_code == 302 and confirmed.url == progress_url
+
+    # then the job is done with its counts, and the progress page and status endpoint say so
+    job.refresh_from_db()
+    assert job.status == ImportJob.Status.DONE
+    assert (job.created, job.updated, job.unchanged, job.invalid, job.rows_processed) == (2, 0, 0, 1, 3)
+    assert job.started_at and job.finished_at and job.duration is not None
+    assert job.detected_format == "CSV, gb18030, comma"
+    assert set(Customer.objects.values_list("external_id", flat=True)) == {"C1", "C3"}
+    assert Customer.objects.get(external_id="C1").attributes == {"会员等级": "金卡"}
+    page = client.get(progress_url).content.decode()
+    assert "created=2 updated=0 unchanged=0 invalid=1" in page and "job-progress" in page
+    status = json.loads(client.get(reverse("admin:reactivation_importjob_status", args=[job.pk])).content)
+    assert status["finished"] and status["percent"] == 100 and status["summary"] == job.summary
+    assert status["errors_url"] == reverse("admin:reactivation_importjob_errors", args=[job.pk])
+
+    # and the errors file downloads as a neutralized CSV
+    download = client.get(status["errors_url"])
+    rows = list(csv.reader(io.StringIO(b"".join(download.streaming_content).decode("utf-8-sig"))))
+    assert download["Content-Disposition"].startswith("attachment")
+    assert rows == [["line", "column", "value", "reason"], ["3", "邮箱", "not-an-email", "邮箱 is not a valid email address"]]
+    assert client.get(reverse("admin:reactivation_importjob_change", args=[job.pk])).status_code == 200
+
+
+def test_unusable_file_is_explained_on_the_preview_and_cannot_be_confirmed(admin_client_):
+    response = upload(admin_client_, b"name,email\nLi,l@x.com\n")
+    job = ImportJob.objects.get()
+    page = admin_client_.get(response.url)
+    assert "no external_id column" in page.content.decode()
+    admin_client_.post(response.url)
+    job.refresh_from_db()
+    assert job.status == ImportJob.Status.DRAFT and not Customer.objects.exists()
+
+
+def test_consent_columns_need_a_notice_version_before_confirming(admin_client_):
+    response = upload(admin_client_, b"external_id,email_consent\nC1,yes\n")
+    assert "notice version" in admin_client_.get(response.url).content.decode()
+
+
+def test_xlsx_upload_preview(admin_client_, xlsx_file):
+    path = xlsx_file([["external_id", "phone"], ["C1", 13812345678]])
+    response = upload(admin_client_, path.read_bytes(), name="list.xlsx")
+    preview = admin_client_.get(response.url).context["preview"]
+    assert preview.format == "XLSX" and preview.encoding == "XLSX (no text encoding)"
+    assert preview.rows == [(2, ["C1", "13812345678"])] and preview.invalid == 0
+
+
+def test_personal_data_is_masked_in_the_preview_without_permission(client):
+    from django.contrib.auth.models import Permission
+
+    user = UserFactory(username="marketer")
+    user.user_permissions.add(*Permission.objects.filter(codename__in=["add_importjob", "view_importjob", "change_customer"]))
+    client.force_login(user)
+    response = upload(client, b"external_id,email,phone\nC1,zhang@example.com,13812345678\n")
+    page = client.get(response.url)
+    assert page.context["preview"].rows == [(2, ["C1", "z***@e***.com", "138****5678"])]
+    assert "zhang@example.com" not in page.content.decode()
+
+
+def test_staff_without_permission_cannot_import(client):
+    client.force_login(UserFactory(username="viewer"))
+    response = client.get(reverse("admin:reactivation_importjob_upload", args=["customers"]))
+    assert response.status_code == 403
+
+
+def test_upload_over_the_size_limit_is_refused(admin_client_, settings):
+    settings.IMPORT_MAX_FILE_BYTES = 10
+    response = upload(admin_client_, b"external_id\nC1\nC2\nC3\n")
+    assert response.status_code == 200 and "too large" in response.content.decode()
+    assert not ImportJob.objects.exists()
+
+
+def _job(kind="customers", status=ImportJob.Status.QUEUED, content=b"external_id\nC1\n"):
+    job = ImportJob(kind=kind, status=status, original_name="x.csv")
+    job.file.save("x.csv", SimpleUploadedFile("x.csv", content), save=False)
+    job.save()
+    return job
+
+
+def test_customer_imports_are_serialized_oldest_first():
+    # given two queued customer imports and one activity import
+    first, second = _job(), _job()
+    events = _job(kind="events", content=b"external_id,kind,occurred_at\n")
+    # when the second one's task arrives first, it waits for the first
+    assert import_job_claim(job_id=second.pk) == WAIT
+    # while the first is running, the second still waits; other kinds are not blocked
+    assert import_job_claim(job_id=first.pk) == CLAIMED
+    assert import_job_claim(job_id=second.pk) == WAIT
+    assert import_job_claim(job_id=events.pk) == CLAIMED
+    # once the first is done the second runs; a finished job is never run again
+    ImportJob.objects.filter(pk=first.pk).update(status=ImportJob.Status.DONE)
+    assert import_job_execute(job_id=second.pk) == CLAIMED
+    assert import_job_execute(job_id=second.pk) == SKIP
+    second.refresh_from_db()
+    assert second.status == ImportJob.Status.DONE and second.created == 1
+
+
+def test_task_retries_while_another_import_runs(monkeypatch):
+    from celery.exceptions import Retry
+
+    from reactivation.import_tasks import import_job_run
+
+    first, second = _job(), _job()
+    ImportJob.objects.filter(pk=first.pk).update(status=ImportJob.Status.RUNNING)
+    with pytest.raises(Retry):
+        import_job_run.apply(args=[second.pk], throw=True).get()
+    second.refresh_from_db()
+    assert second.status == ImportJob.Status.QUEUED
+
+
+def test_failed_job_records_the_reason():
+    job = _job(content=b"name\nLi\n")
+    import_job_execute(job_id=job.pk)
+    job.refresh_from_db()
+    assert job.status == ImportJob.Status.FAILED and "no external_id column" in job.error_message
+    assert job.finished_at and not Customer.objects.exists()
+
+
+def test_deleting_a_job_deletes_its_files(admin_client_):
+    job = _job()
+    name = job.file.name
+    admin_client_.post(reverse("admin:reactivation_importjob_delete", args=[job.pk]), {"post": "yes"})
+    assert not ImportJob.objects.exists() and not default_storage.exists(name)
+
+
+@pytest.mark.broker
+@pytest.mark.django_db(transaction=True)
+def test_real_worker_imports_the_file():
+    """A real Celery worker thread consumes the task from the broker (Redis on CI)."""
+    from celery.contrib.testing.worker import start_worker
+
+    import reactivation.import_tasks  # noqa: F401  (register the task on the app)
+    from reactivation.imports.jobs import import_job_confirm
+
+    CustomerFactory(external_id="C1", name="Old")
+    job = _job(status=ImportJob.Status.DRAFT, content="external_id,name\nC1,新\nC2,Li\n".encode())
+    with start_worker(celery_app, perform_ping_check=False, pool="solo", concurrency=1, shutdown_timeout=30):
+        import_job_confirm(job=job)  # outside a transaction: dispatched at once
+        import time
+
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            job.refresh_from_db()
+            if job.status in (ImportJob.Status.DONE, ImportJob.Status.FAILED):
+                break
+            time.sleep(0.2)
+    assert job.status == ImportJob.Status.DONE, job.error_message
+    assert (job.created, job.updated) == (1, 1)
+    assert Customer.objects.get(external_id="C1").name == "新"
