@@ -350,7 +350,7 @@ def customers_import(*, path, errors_out=None, options: ImportOptions | None = N
             records = parse_rows(table, mapping, _field_parsers(stage, options), report, progress, STAGE_INDEX)
             started = time.perf_counter()
             stage.load(records, on_chunk=(lambda: on_progress(progress)) if on_progress else None)
-            logger.info("customer import staged %d rows in %.2fs", stage.rows, time.perf_counter() - started)
+            logger.debug("customer import staged %d rows in %.2fs", stage.rows, time.perf_counter() - started)
             progress.phase = "writing"
             if on_progress:
                 on_progress(progress)
@@ -427,7 +427,7 @@ def _apply(*, stage: StagingTable, mapping: ColumnMapping, options: ImportOption
         if consent_fields:
             result.consent_events = _record_consent(cursor, table, consent_fields, options, postgres)
             timer.lap("consent")
-    logger.info("customer import applied: %s", timer)
+    logger.debug("customer import applied: %s", timer)
 
 
 class _PhaseTimer:

@@ -112,7 +112,7 @@ def events_import(*, path, errors_out=None, options: ImportOptions | None = None
                                  required=REQUIRED)
             started = time.perf_counter()
             stage.load(records, on_chunk=(lambda: on_progress(progress)) if on_progress else None)
-            logger.info("event import staged %d rows in %.2fs", stage.rows, time.perf_counter() - started)
+            logger.debug("event import staged %d rows in %.2fs", stage.rows, time.perf_counter() - started)
             progress.phase = "writing"
             if on_progress:
                 on_progress(progress)
