@@ -291,6 +291,7 @@ def test_copy_and_executemany_staging_agree_on_postgres(csv_file):
         outcomes.append(((result.created, result.updated, result.unchanged, result.invalid), errors, snapshot(),
                          ConsentEvent.objects.count()))
         with connection.cursor() as cursor:  # the ledger refuses DELETE; TRUNCATE is the owner's reset
+            cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")  # fire deferred FK checks before TRUNCATE
             cursor.execute("TRUNCATE reactivation_customer, consent_consentevent, consent_consentstate CASCADE")
     assert outcomes[0] == outcomes[1]
 
