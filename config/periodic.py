@@ -39,4 +39,22 @@ PERIODIC_TASKS: list[dict] = [
         "crontab": {"minute": "15", "hour": "3"},
         "expire_seconds": 6 * 60 * 60,
     },
+    # Every minute: send deliveries whose quiet-hours deferral or retry back-off has ended, and
+    # return claims abandoned by a dead worker to the queue.
+    {
+        "name": "system: dispatch due deliveries",
+        "task": "campaigns.dispatch_due",
+        "crontab": {"minute": "*"},
+        "queue": "default",
+        "expire_seconds": 55,
+    },
+    # Every 5 minutes: record SMS replies (TD, 退订, STOP, START...) from providers that only offer
+    # polling, so opt-outs are honoured even without a webhook.
+    {
+        "name": "system: pull SMS replies",
+        "task": "consent.sms_replies_pull",
+        "crontab": {"minute": "*/5"},
+        "queue": "default",
+        "expire_seconds": 4 * 60,
+    },
 ]
