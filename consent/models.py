@@ -106,7 +106,7 @@ class Suppression(models.Model):
 class SmsReply(models.Model):
     """Every inbound SMS, kept as evidence whether or not it changed consent."""
 
-    sender = models.CharField(max_length=32, help_text="E.164 when it could be parsed.")
+    sender = models.CharField(max_length=32, db_index=True, help_text="E.164 when it could be parsed.")
     text = models.TextField()
     customer = models.ForeignKey("reactivation.Customer", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     outcome = models.CharField(max_length=16, help_text="withdraw, grant, reply or unknown_sender.")

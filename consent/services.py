@@ -86,7 +86,7 @@ def _consent_record(*, customer, channel, action, source, notice_version, eviden
 
 
 @transaction.atomic
-def consent_record_bulk(*, decisions: list[ConsentDecision], purpose: str = Purpose.MARKETING) -> int:
+def consent_record_bulk(*, decisions: list[ConsentDecision], purpose: str = Purpose.MARKETING, actor=None) -> int:
     """Append many decisions in a fixed number of statements; the last decision per customer
     and channel sets the state. Returns the number of events written."""
     if not decisions:
@@ -98,7 +98,7 @@ def consent_record_bulk(*, decisions: list[ConsentDecision], purpose: str = Purp
         [
             ConsentEvent(
                 customer_id=d.customer_id, channel=d.channel, purpose=purpose, action=d.action, source=d.source,
-                notice_version=d.notice_version or "", evidence=d.evidence or {}, at=d.at or now,
+                notice_version=d.notice_version or "", evidence=d.evidence or {}, at=d.at or now, actor=actor,
             )
             for d in decisions
         ]

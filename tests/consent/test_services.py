@@ -108,3 +108,14 @@ def test_the_ledger_rejects_updates_and_deletes_on_postgres(statement):
         with transaction.atomic(), connection.cursor() as cursor:
             cursor.execute(statement)
     assert ConsentEvent.objects.filter(source="signup").count() == 1
+
+
+def test_bulk_record_keeps_the_staff_actor():
+    from tests.factories import UserFactory
+
+    customer, staff = CustomerFactory(), UserFactory()
+    consent_record_bulk(
+        decisions=[ConsentDecision(customer_id=customer.pk, channel="email", action="withdraw", source="admin")],
+        actor=staff,
+    )
+    assert ConsentEvent.objects.get(customer=customer).actor == staff
