@@ -222,3 +222,66 @@ def test_real_worker_imports_the_file():
     assert job.status == ImportJob.Status.DONE, job.error_message
     assert (job.created, job.updated) == (1, 1)
     assert Customer.objects.get(external_id="C1").name == "新"
+
+
+def test_activity_import_from_the_admin(admin_client_, eager_celery, django_capture_on_commit_callbacks):
+    # given a known customer and an activity file naming one unknown customer
+    known = CustomerFactory(external_id="A", order_count=0)
+    response = upload(admin_client_, b"external_id,kind,occurred_at,amount\nA,order,2024-01-05,10\nB,login,2024-01-05,\n",
+                      name="activity.csv", kind="events")
+    job = ImportJob.objects.get()
+    preview = admin_client_.get(response.url).context["preview"]
+    assert preview.mapping == [("external_id", "external_id"), ("kind", "kind"), ("occurred_at", "occurred_at"),
+                               ("amount", "amount")]
+    # when confirmed
+    with django_capture_on_commit_callbacks(execute=True):
+        admin_client_.post(response.url)
+    # then the known row is recorded, the unknown one reported, and the rollups moved
+    job.refresh_from_db()
+    assert (job.status, job.summary) == (ImportJob.Status.DONE, "created=1 invalid=0 unknown_customer=1")
+    known.refresh_from_db()
+    assert known.order_count == 1 and bool(job.errors_file)
+
+
+def test_status_reports_progress_while_running():
+    job = _job(status=ImportJob.Status.RUNNING)
+    ImportJob.objects.filter(pk=job.pk).update(rows_processed=50, rows_total=200)
+    job.refresh_from_db()
+    from reactivation.imports.jobs import import_job_status
+
+    status = import_job_status(job=job)
+    assert (status["percent"], status["finished"], status["summary"]) == (25, False, "")
+
+
+def test_progress_is_recorded_between_staging_chunks(monkeypatch):
+    from reactivation.imports import staging
+
+    monkeypatch.setattr(staging, "COPY_CHUNK_ROWS", 2)
+    monkeypatch.setattr(staging, "EXECUTEMANY_CHUNK_ROWS", 2)
+    from reactivation.imports import jobs
+
+    job = _job(content=b"external_id\nC1\nC2\nC3\nC4\nC5\n")
+    calls = []
+    monkeypatch.setattr(
+        jobs.customer_import, "customers_import",
+        _recording(jobs.customer_import.customers_import, calls),
+    )
+    import_job_execute(job_id=job.pk)
+    job.refresh_from_db()
+    assert job.status == ImportJob.Status.DONE and job.rows_processed == 5
+    assert calls[:3] == [2, 4, 5]
+
+
+def _recording(function, calls):
+    def wrapper(**kwargs):
+        on_progress = kwargs["on_progress"]
+
+        def record(progress):
+            calls.append(progress.rows)
+            on_progress(progress)
+            assert ImportJob.objects.get().rows_processed == progress.rows
+
+        kwargs["on_progress"] = record
+        return function(**kwargs)
+
+    return wrapper
