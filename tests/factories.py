@@ -14,6 +14,14 @@ class UserFactory(factory.django.DjangoModelFactory):
     class Meta:
         model = get_user_model()
         django_get_or_create = ("username",)
+        skip_postgeneration_save = True
+
+    @classmethod
+    def _after_postgeneration(cls, instance, create, results=None):
+        # set_password runs after the row is created; save it explicitly (factory_boy 4 will
+        # stop doing it for us).
+        if create and results:
+            instance.save(update_fields=["password"])
 
     username = factory.Sequence(lambda n: f"staff{n}")
     email = factory.LazyAttribute(lambda o: f"{o.username}@staff.example.com")
