@@ -295,3 +295,23 @@ def test_copy_and_executemany_staging_agree_on_postgres(csv_file):
             cursor.execute("TRUNCATE reactivation_customer, consent_consentevent, consent_consentstate CASCADE")
     assert outcomes[0] == outcomes[1]
 
+
+
+@pytest.mark.parametrize(
+    ("header", "field"),
+    [
+        ("用户ID", "external_id"), ("会员ID", "external_id"), ("姓名", "name"), ("邮箱", "email"), ("手机", "phone"),
+        ("手机号", "phone"), ("注册时间", "signup_at"), ("最后登录时间", "last_seen_at"), ("最近登录", "last_seen_at"),
+        ("最后下单时间", "last_order_at"), ("最近下单", "last_order_at"), ("订单数", "order_count"),
+        ("累计消费", "total_spent"), ("消费金额", "total_spent"), ("偏好品类", "favourite_category"),
+        ("邮件同意", "email_consent"), ("短信同意", "sms_consent"), (" EMAIL ", "email"), ("In_App_Consent", "in_app_consent"),
+        ("Last Seen At", "last_seen_at"), ("ORDER-COUNT", "order_count"),
+    ],
+)
+def test_every_header_alias(header, field):
+    from reactivation.imports.customers import map_columns
+
+    columns = ["external_id", header] if field != "external_id" else [header]
+    mapping = map_columns(columns)
+    assert mapping.fields[field] == len(columns) - 1
+    assert mapping.attributes == {}
