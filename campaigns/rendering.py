@@ -32,6 +32,7 @@ from django.template import defaultfilters, defaulttags
 from django.template.loader import render_to_string
 from django.urls import get_urlconf, reverse
 from django.utils import timezone
+from django.utils.html import escape
 from django.utils.safestring import mark_safe
 
 from consent.models import Channel
@@ -105,10 +106,65 @@ _HTML_ENGINE = _SandboxEngine(loaders=[], libraries={}, autoescape=True, string_
 _TEXT_ENGINE = _SandboxEngine(loaders=[], libraries={}, autoescape=False, string_if_invalid="")
 
 
+# ``{{ customer.name }}``: a variable made of plain names (no filter, no literal, no index, no
+# leading underscore). Anything else in a template goes through the full engine.
+_SIMPLE_VARIABLE = re.compile(r"\{\{\s*([A-Za-z][A-Za-z0-9_]*(?:\.[A-Za-z][A-Za-z0-9_]*)*)\s*\}\}")
+
+
+def _simple_parts(source: str):
+    """Split a template that is only text and simple variables into literal strings and
+    lookup paths; None when it holds anything else (tags, filters, comments).
+
+    Most message templates are of this kind ("{{ customer.name }}，回来看看吧"), and rendering
+    them through the engine (a Context, a render context, a node per variable) costs more than
+    the rest of a message put together. See ``_render_simple`` for why the result is the same.
+    """
+    parts, position = [], 0
+    for match in _SIMPLE_VARIABLE.finditer(source):
+        parts.append(source[position:match.start()])
+        parts.append(tuple(match.group(1).split(".")))
+        position = match.end()
+    parts.append(source[position:])
+    if any(isinstance(part, str) and ("{{" in part or "{%" in part or "{#" in part) for part in parts):
+        return None
+    return tuple(part for part in parts if part != "")
+
+
+class _Fallback(Exception):
+    pass
+
+
+def _render_simple(parts, context: dict, autoescape: bool) -> str:
+    """What the engine would output, for values that are plain ``str`` found by dict lookups.
+
+    For such a value Django's ``render_value_in_context`` does nothing but ``str()`` (and
+    ``conditional_escape`` with autoescape on, which for a non-safe ``str`` is ``escape``).
+    Anything else — a missing name (which may be one of the engine's builtins such as ``True``),
+    ``None``, a number, a date, a safe string, a non-dict on the path — raises ``_Fallback``
+    and the engine renders the template, so the output never differs.
+    """
+    out = []
+    for part in parts:
+        if part.__class__ is str:
+            out.append(part)
+            continue
+        value = context
+        for key in part:
+            if value.__class__ is not dict or key not in value:
+                raise _Fallback
+            value = value[key]
+        if value.__class__ is not str:
+            raise _Fallback
+        out.append(escape(value) if autoescape else value)
+    return mark_safe("".join(out))
+
+
 @functools.lru_cache(maxsize=512)
 def _compile(source: str, autoescape: bool):
+    """The compiled template and, when it is simple, its parts. Compiled once per process and
+    source (templates are edited rarely; a changed source is a new key)."""
     engine = _HTML_ENGINE if autoescape else _TEXT_ENGINE
-    return engine.from_string(source)
+    return engine.from_string(source), _simple_parts(source)
 
 
 def render_string(source: str, context: dict, *, autoescape: bool, field: str = "") -> str:
@@ -116,7 +172,12 @@ def render_string(source: str, context: dict, *, autoescape: bool, field: str = 
     if not source:
         return ""
     try:
-        template = _compile(source, autoescape)
+        template, parts = _compile(source, autoescape)
+        if parts is not None:
+            try:
+                return _render_simple(parts, context, autoescape)
+            except _Fallback:
+                pass
         return template.render(Context(context, autoescape=autoescape))
     except Exception as exc:  # noqa: BLE001 - every failure of untrusted template code is the marketer's to fix
         raise TemplateRenderError(f"{type(exc).__name__}: {exc}", field=field) from exc

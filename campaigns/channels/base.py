@@ -83,13 +83,21 @@ class Transport:
     def send(self, message: OutboundMessage) -> str:
         raise NotImplementedError
 
-    def send_many(self, messages: list[OutboundMessage]) -> list:
-        """Send several; returns, per message, the provider id or the ``TransportError``."""
+    def send_many(self, messages: list[OutboundMessage], *, before_each=None) -> list:
+        """Send several; returns, per message and in order, the provider id or the exception.
+
+        ``before_each()`` is called before each message (the pipeline's rate limiter). A
+        ``TransportError`` or any other exception is returned in the message's place, never
+        raised, so one bad message does not lose the outcome of the others. Transports may
+        override this to send concurrently (email: several SMTP sessions).
+        """
         results = []
         for message in messages:
+            if before_each is not None:
+                before_each()
             try:
                 results.append(self.send(message))
-            except TransportError as exc:
+            except Exception as exc:  # noqa: BLE001 - the pipeline decides (TransportError or a bug: retried)
                 results.append(exc)
         return results
 

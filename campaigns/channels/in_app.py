@@ -27,12 +27,14 @@ class InAppTransport(Transport):
         row.save()
         return str(row.pk)
 
-    def send_many(self, messages):
+    def send_many(self, messages, *, before_each=None):
         """One INSERT for the batch."""
         from campaigns.models import InboxMessage
 
         rows, results = [], []
         for message in messages:
+            if before_each is not None:
+                before_each()
             try:
                 rows.append(self._row(message))
                 results.append(None)
