@@ -10,6 +10,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from config.env import (
     env_bool,
+    env_choice,
     env_broker,
     env_database,
     env_email,
@@ -183,8 +184,20 @@ EMAIL_FILE_PATH = _email.get("EMAIL_FILE_PATH") or str(VAR_DIR / "mail")
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "Win-back <winback@localhost>")
 SERVER_EMAIL = DEFAULT_FROM_EMAIL
 
-SMS_BACKEND = env_str("SMS_BACKEND", "console")
+SMS_BACKEND = env_choice("SMS_BACKEND", "console", choices=["console", "file", "http"])
 SMS_FILE_PATH = env_str("SMS_FILE_PATH", str(VAR_DIR / "sms" / "outbox.jsonl"))
+# The file backend's replies, pulled by beat (one JSON object a line: from, text, id, received_at).
+SMS_REPLIES_PATH = env_str("SMS_REPLIES_PATH", str(VAR_DIR / "sms" / "replies.jsonl"))
+# The HTTP gateway adapter (request format: campaigns/channels/sms.py and the README).
+SMS_HTTP_URL = env_str("SMS_HTTP_URL", "")
+SMS_HTTP_TOKEN = env_str("SMS_HTTP_TOKEN", "")
+SMS_HTTP_REPLIES_URL = env_str("SMS_HTTP_REPLIES_URL", "")
+SMS_HTTP_TIMEOUT = env_int("SMS_HTTP_TIMEOUT", 10, minimum=1)
+if SMS_BACKEND == "http" and not SMS_HTTP_URL.startswith(("http://", "https://")):
+    raise ImproperlyConfigured("SMS_HTTP_URL must be the gateway's http(s) URL when SMS_BACKEND=http.")
+LIST_UNSUBSCRIBE_MAILTO = env_str("LIST_UNSUBSCRIBE_MAILTO", "")
+CAMPAIGN_MAX_ATTEMPTS = env_int("CAMPAIGN_MAX_ATTEMPTS", 5, minimum=1)
+CAMPAIGN_RETRY_BASE_SECONDS = env_int("CAMPAIGN_RETRY_BASE_SECONDS", 60, minimum=1)
 SMS_WEBHOOK_SECRET = env_str("SMS_WEBHOOK_SECRET", "")
 if not DEBUG and SMS_WEBHOOK_SECRET and len(SMS_WEBHOOK_SECRET) < 16:
     raise ImproperlyConfigured("SMS_WEBHOOK_SECRET must be at least 16 characters when set.")
