@@ -504,3 +504,16 @@ def test_customer_form_refuses_an_invalid_phone(client, customer):
     response = client.post(reverse("admin:reactivation_customer_add"), {"external_id": "U2", "phone": "12345", "attributes": "{}"})
     assert response.status_code == 200
     assert "phone" in response.context["adminform"].form.errors
+
+
+# Import entry point ------------------------------------------------------------------------------
+
+
+def test_customer_list_offers_the_import_only_to_staff_who_may_import(client, admin_user, marketer):
+    upload_url = reverse("admin:reactivation_importjob_upload", args=["customers"])
+
+    client.force_login(admin_user)
+    assert upload_url in client.get(reverse("admin:reactivation_customer_changelist")).content.decode()
+
+    client.force_login(marketer)
+    assert upload_url not in client.get(reverse("admin:reactivation_customer_changelist")).content.decode()

@@ -204,7 +204,6 @@ def test_real_worker_imports_the_file():
     """A real Celery worker thread consumes the task from the broker (Redis on CI)."""
     from celery.contrib.testing.worker import start_worker
 
-    import reactivation.import_tasks  # noqa: F401  (register the task on the app)
     from reactivation.imports.jobs import import_job_confirm
 
     CustomerFactory(external_id="C1", name="Old")
