@@ -9,6 +9,7 @@ import logging
 import random
 
 from django import forms
+from django.db import models
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.mail import EmailMultiAlternatives
@@ -86,6 +87,8 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 @admin.register(Offer)
 class OfferAdmin(ImportExportModelAdmin):
     resource_classes = [OfferResource]
+    # Links typed without a scheme are https (Django 6's default; silences its 5.2 warning).
+    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
     list_display = ["name", "kind", "usage_mode", "budget", "granted_count", "remaining", "is_active", "created_at"]
     list_filter = ["kind", "usage_mode", "is_active"]
     search_fields = ["name"]
