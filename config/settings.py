@@ -63,6 +63,7 @@ INSTALLED_APPS = [
     "import_export",
     "rest_framework",
     "drf_spectacular",
+    "anymail",
     "core",
     "reactivation",
     "campaigns",
@@ -198,6 +199,13 @@ SMS_HTTP_REPLIES_URL = env_str("SMS_HTTP_REPLIES_URL", "")
 SMS_HTTP_TIMEOUT = env_int("SMS_HTTP_TIMEOUT", 10, minimum=1)
 if SMS_BACKEND == "http" and not SMS_HTTP_URL.startswith(("http://", "https://")):
     raise ImproperlyConfigured("SMS_HTTP_URL must be the gateway's http(s) URL when SMS_BACKEND=http.")
+# Email providers' bounce and complaint webhooks (django-anymail) at /anymail/<esp>/tracking/,
+# protected by HTTP basic auth "user:password". Unset, the webhooks are not mounted at all:
+# anymail would otherwise accept unauthenticated events from anyone.
+ANYMAIL_WEBHOOK_SECRET = env_str("ANYMAIL_WEBHOOK_SECRET", "")
+if ANYMAIL_WEBHOOK_SECRET and (":" not in ANYMAIL_WEBHOOK_SECRET or len(ANYMAIL_WEBHOOK_SECRET) < 16):
+    raise ImproperlyConfigured("ANYMAIL_WEBHOOK_SECRET must be 'user:password', at least 16 characters in all.")
+ANYMAIL = {"WEBHOOK_SECRET": ANYMAIL_WEBHOOK_SECRET}
 LIST_UNSUBSCRIBE_MAILTO = env_str("LIST_UNSUBSCRIBE_MAILTO", "")
 CAMPAIGN_MAX_ATTEMPTS = env_int("CAMPAIGN_MAX_ATTEMPTS", 5, minimum=1)
 CAMPAIGN_RETRY_BASE_SECONDS = env_int("CAMPAIGN_RETRY_BASE_SECONDS", 60, minimum=1)

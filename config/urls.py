@@ -1,3 +1,4 @@
+from django.conf import settings
 from django.contrib import admin
 from django.urls import include, path
 from django.views.generic import RedirectView
@@ -8,3 +9,7 @@ urlpatterns = [
     path("consent/", include("consent.urls")),
     path("api/v1/", include("config.api_urls")),
 ]
+
+if settings.ANYMAIL_WEBHOOK_SECRET:
+    # Bounces and complaints from email providers -> consent/tracking.py -> Suppressions.
+    urlpatterns.append(path("anymail/", include("anymail.urls")))

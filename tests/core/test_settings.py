@@ -95,6 +95,7 @@ def test_debug_on_needs_nothing_else(production_env):
         ("CELERY_BROKER_URL", "localhost:6379", "CELERY_BROKER_URL must be a broker URL"),
         ("CACHE_URL", "memcached://127.0.0.1", "CACHE_URL must be a redis:// URL"),
         ("SMS_WEBHOOK_SECRET", "short", "SMS_WEBHOOK_SECRET must be at least 16"),
+        ("ANYMAIL_WEBHOOK_SECRET", "nocolonhere-but-long-enough", "ANYMAIL_WEBHOOK_SECRET must be 'user:password'"),
         ("SMS_BACKEND", "carrier-pigeon", "SMS_BACKEND must be one of console, file, http"),
         ("SMS_BACKEND", "http", "SMS_HTTP_URL must be the gateway's http(s) URL"),
         ("SMS_HTTP_TIMEOUT", "soon", "SMS_HTTP_TIMEOUT must be an integer"),
