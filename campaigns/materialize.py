@@ -23,12 +23,17 @@ The statement (a fixed number of queries whatever the segment's size, see ``run_
 - ``ON CONFLICT (campaign, run, customer) DO NOTHING``: materializing the same run twice (a
   retried task, a double click) adds nothing.
 
+On PostgreSQL a large run (a customer table of ``MATERIALIZE_PARALLEL_MIN_CUSTOMERS`` or more,
+outside any open transaction) runs the same statement for ``MATERIALIZE_PARALLEL`` customer-id
+ranges at once, each on its own connection; see ``_insert_in_parallel``.
+
 Caps count sent marketing deliveries in the rolling window, plus deliveries of other runs
 still on their way (pending, sending, deferred): two campaigns materialized a minute apart must
 not both pass a cap that only one of them may use. The daily cap over all channels is a rolling
 24 hours, so a customer cannot get a day's allowance at 23:59 and another at 00:01.
 """
 
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 
 from django.db import connection, transaction
@@ -40,6 +45,10 @@ from consent.models import Channel, ConsentState, Purpose, Suppression
 from reactivation.models import Customer
 
 MATERIALIZE_WORK_MEM_MB = 128
+# Split a large run's INSERT by customer id into this many parts on as many connections
+# (PostgreSQL; 1 = one statement). Two parts halved the write time on a 2-core server.
+MATERIALIZE_PARALLEL = 2
+MATERIALIZE_PARALLEL_MIN_CUSTOMERS = 100_000
 ADDRESS_FIELD = {Channel.EMAIL: "email", Channel.SMS: "phone"}
 IN_FLIGHT = (Delivery.Status.PENDING, Delivery.Status.SENDING, Delivery.Status.DEFERRED)
 
@@ -118,11 +127,73 @@ def _as_timestamp(sql: str) -> str:
     return f"CAST({sql} AS timestamp with time zone)" if connection.vendor == "postgresql" else sql
 
 
+_RANGE_MARK_CAP = "/*range:d.customer_id*/"
+_RANGE_MARK_OUTER = "/*range:m.customer_id*/"
+
+
+def _with_range(sql: str, bounds: tuple[int, int] | None) -> str:
+    """The statement limited to customers lo <= id < hi (integers we computed, never input)."""
+    def condition(column):
+        return f" AND {column} >= {int(bounds[0])} AND {column} < {int(bounds[1])}" if bounds else ""
+
+    return sql.replace(_RANGE_MARK_CAP, condition("d.customer_id")).replace(_RANGE_MARK_OUTER, condition("m.customer_id"))
+
+
+def _insert(sql: str, params: list, bounds) -> int:
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            # The default 4 MB makes the segment, consent and cap joins of a large run spill
+            # their hash tables to disk; this statement alone may use more. JIT compiling this
+            # wide, CASE-heavy statement took 5 of 13 s on a million rows, more than it saves.
+            cursor.execute(f"SET LOCAL work_mem = '{int(MATERIALIZE_WORK_MEM_MB)}MB'; SET LOCAL jit = off")
+        cursor.execute(_with_range(sql, bounds), params)
+        return max(cursor.rowcount, 0)
+
+
+def _parallel_ranges() -> list[tuple[int, int]]:
+    """Customer id ranges to insert side by side, or [] to insert in one statement.
+
+    Only on PostgreSQL, only for large customer tables, and only outside a transaction (a
+    caller's open transaction, e.g. a test's, must see and own every row it writes).
+    """
+    parts = int(MATERIALIZE_PARALLEL)
+    if parts < 2 or connection.vendor != "postgresql" or connection.in_atomic_block:
+        return []
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT MIN({_q('id')}), MAX({_q('id')}) FROM {_table(Customer)}")
+        low, high = cursor.fetchone()
+    if low is None or high - low + 1 < MATERIALIZE_PARALLEL_MIN_CUSTOMERS:
+        return []
+    step = (high - low + parts) // parts
+    return [(low + k * step, min(low + (k + 1) * step, high + 1)) for k in range(parts)]
+
+
+def _insert_in_parallel(sql: str, params: list, ranges) -> int:
+    """Run the INSERT for each id range on its own connection (one thread each), at once.
+
+    Writing the rows — heap, five indexes, the customer foreign key check per row — is what a
+    million-recipient run spends its time on, and one INSERT uses one core. Each part is its
+    own transaction: if one fails, the others may have committed, the run stays
+    ``materializing`` and the error propagates; running the materialization again inserts only
+    what is missing (``ON CONFLICT DO NOTHING``), so the result is the same as one statement.
+    """
+    def part(bounds):
+        try:
+            with transaction.atomic():
+                return _insert(sql, params, bounds)
+        finally:
+            connection.close()  # this thread's own connection
+
+    with ThreadPoolExecutor(max_workers=len(ranges), thread_name_prefix="materialize") as pool:
+        return sum(pool.map(part, ranges))
+
+
 def run_materialize(*, run: CampaignRun, now: datetime | None = None) -> int:
     """Write the run's deliveries; return how many rows were inserted (0 when already done).
 
     Queries: the policies (2), the segment's time zones (1, only when a chosen channel has
-    quiet hours), the INSERT (1, preceded on PostgreSQL by a SET LOCAL work_mem), the counters (2) and the run update (1): the same for ten
+    quiet hours), the INSERT (1, preceded on PostgreSQL by a SET LOCAL; or one per id range plus
+    the MIN/MAX of customer ids), the counters (2) and the run update (1): the same for ten
     customers and for a million.
     """
     now = now or timezone.now()
@@ -201,7 +272,7 @@ def run_materialize(*, run: CampaignRun, now: datetime | None = None) -> int:
             f"JOIN {_table(Campaign)} dc ON dc.id = d.campaign_id "
             f"WHERE dc.is_marketing = %s AND d.run_id <> %s AND "
             f"((d.status = {_literal(Delivery.Status.SENT)} AND d.sent_at >= %s) OR (d.status IN ({in_flight}) AND d.created_at >= %s)) "
-            f"AND d.customer_id IN ({segment_sql}) "
+            f"AND d.customer_id IN ({segment_sql}){_RANGE_MARK_CAP} "
             f"GROUP BY d.customer_id) cap ON cap.customer_id = c.id"
         )
         join_params.extend([*sum_params, True, run.pk, oldest, oldest, *segment_params])
@@ -265,19 +336,18 @@ def run_materialize(*, run: CampaignRun, now: datetime | None = None) -> int:
     sql = (
         f"INSERT INTO {delivery_table} ({', '.join(_q(c) for c in columns)}) "
         f"SELECT %s, %s, m.customer_id, m.chosen, m.address, {status_sql}, {reason_sql}, {not_before_outer}, "
-        f"0, '', '', %s FROM ({inner}) m WHERE 1 = 1 "
+        f"0, '', '', %s FROM ({inner}) m WHERE 1 = 1{_RANGE_MARK_OUTER} "
         f"ON CONFLICT ({_q('campaign_id')}, {_q('run_id')}, {_q('customer_id')}) DO NOTHING"
     )
     params = [campaign.pk, run.pk, *not_before_params, *not_before_params, now, *inner_params]
 
+    ranges = _parallel_ranges()
+    if ranges:
+        # Before the counters: each part commits on its own connection (see _insert_in_parallel).
+        inserted = _insert_in_parallel(sql, params, ranges)
     with transaction.atomic():
-        with connection.cursor() as cursor:
-            if connection.vendor == "postgresql":
-                # The default 4 MB makes the segment, consent and cap joins of a large run spill
-                # their hash tables to disk; this statement alone may use more.
-                cursor.execute(f"SET LOCAL work_mem = '{int(MATERIALIZE_WORK_MEM_MB)}MB'")
-            cursor.execute(sql, params)
-            inserted = max(cursor.rowcount, 0)
+        if not ranges:
+            inserted = _insert(sql, params, None)
         from campaigns.services import run_refresh_counters
 
         run_refresh_counters(run=run)

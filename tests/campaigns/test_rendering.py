@@ -255,3 +255,45 @@ def test_offer_context_is_built_once_per_offer_instance():
         texts = [render(template, grant=g).text for g in grants]
     assert texts == ["AAAA-BBBB-CCC0 ¥20", "AAAA-BBBB-CCC1 ¥20", "AAAA-BBBB-CCC2 ¥20"]
     assert build.call_count == 1
+
+
+@pytest.mark.parametrize("source", [
+    "{{ customer.name }}，回来看看吧",
+    "{{customer.name}} & {{ brand }} <b>{{ customer.first_name }}</b>",
+    "plain text, no variables",
+    "{{ True }} {{ None }}",  # the engine's builtins: not in the context dict
+    "{{ customer.missing }}|{{ nothing.at.all }}",
+    "{{ grant.code }} {{ grant.expires_at }}",  # None grant / a datetime: not a str
+    "{{ customer.external_id }} {{ campaign.name }}",
+    "{{ customer.name|upper }} {% if grant %}x{% endif %}",  # tags and filters: the engine
+    "{{ customer._secret }}",
+    "{ not a variable } {{ brand }}",
+])
+@pytest.mark.parametrize("autoescape", [False, True])
+def test_the_simple_template_fast_path_renders_exactly_what_the_engine_renders(source, autoescape):
+    from django.template import Context
+
+    customer = CustomerFactory.build(pk=7, name="<Ann> & \"Bo\"", external_id="E'1")
+    context = rendering.build_context(customer=customer, campaign=Campaign(name="C&A", brand="B<r>"),
+                                      unsubscribe_url="https://x/u/?a=1&b=2")
+    if "grant.expires_at" in source:
+        grant = OfferGrant(offer=OfferFactory.build(), code="AB&C",
+                           expires_at=datetime(2024, 6, 3, 10, 0, tzinfo=dt_timezone.utc))
+        context = rendering.build_context(customer=customer, grant=grant)
+    engine = rendering._HTML_ENGINE if autoescape else rendering._TEXT_ENGINE
+
+    try:
+        expected = engine.from_string(source).render(Context(context, autoescape=autoescape))
+    except Exception:  # noqa: BLE001 - the engine refuses it: so must render_string
+        with pytest.raises(TemplateRenderError):
+            rendering.render_string(source, context, autoescape=autoescape)
+        return
+    assert rendering.render_string(source, context, autoescape=autoescape) == expected
+
+
+def test_only_text_and_plain_variables_take_the_fast_path():
+    assert rendering._simple_parts("Hi {{ customer.name }}!") == ("Hi ", ("customer", "name"), "!")
+    assert rendering._simple_parts("{{ customer.name|upper }}") is None
+    assert rendering._simple_parts("{% if grant %}x{% endif %}") is None
+    assert rendering._simple_parts("{# note #}{{ brand }}") is None
+    assert rendering._simple_parts("{{ items.0 }}") is None

@@ -12,7 +12,7 @@ from campaigns.channels.base import Transport, TransportError
 from campaigns.channels.sms import FileSmsBackend, SmsTransport
 from campaigns.materialize import run_materialize
 from campaigns.models import CampaignRun, ChannelPolicy, ContactPolicy, Delivery, InboxMessage, OfferGrant
-from campaigns.sending import deliveries_claim, deliveries_release_stale, deliveries_send_chunk
+from campaigns.sending import STALE_NOTE, deliveries_claim, deliveries_release_stale, deliveries_send_chunk
 from campaigns.services import deliveries_dispatch_due, run_dispatch, run_refresh_counters
 from consent.models import Suppression
 from consent.services import consent_withdraw, suppression_add
@@ -288,3 +288,71 @@ def test_run_dispatch_sync_sends_everything_and_finishes_the_run():
     assert (run.status, run.sent, run.targeted) == ("done", 4, 4)
     assert run.finished_at is not None
     assert len(mail.outbox) == 4
+
+
+def test_an_email_batch_is_marked_sent_in_a_fixed_number_of_queries():
+    def measure(n):
+        customers_with_consent(n)
+        run = materialized(campaign_for())
+        ids = pending_ids(run)
+        with CaptureQueriesContext(connection) as ctx:
+            result = deliveries_send_chunk(delivery_ids=ids, channel="email")
+        assert result.counts["sent"] == len(ids) >= n
+        marks = [q["sql"] for q in ctx.captured_queries if q["sql"].startswith("UPDATE") and "provider_id" in q["sql"]]
+        assert len(marks) == 1  # one UPDATE for the batch, not one per message
+        return len(ctx.captured_queries)
+
+    assert measure(3) == measure(40)
+    # each delivery got its own Message-ID (3 + 43: the second campaign reaches the first 3 too)
+    provider_ids = list(Delivery.objects.filter(status="sent").values_list("provider_id", flat=True))
+    assert len(provider_ids) == len(set(provider_ids)) == 46 and all(p.startswith("<") for p in provider_ids)
+
+
+def test_a_crash_between_send_and_mark_leaves_the_batch_claimed_and_release_notes_it(monkeypatch):
+    # given: the worker dies after the provider took the messages, before the UPDATE
+    customers_with_consent(3)
+    run = materialized(campaign_for())
+    ids = pending_ids(run)
+
+    def die(*args, **kwargs):
+        raise SystemExit("worker killed")
+
+    monkeypatch.setattr("campaigns.sending._mark_sent_many", die)
+    with pytest.raises(SystemExit):
+        deliveries_send_chunk(delivery_ids=ids, channel="email")
+    monkeypatch.undo()
+    assert len(mail.outbox) == 3
+
+    # when: the chunk is redelivered (acks_late) at once
+    result = deliveries_send_chunk(delivery_ids=ids, channel="email")
+
+    # then: nothing is sent again: the deliveries are still claimed
+    assert result.counts["sent"] == 0 and len(mail.outbox) == 3
+    assert set(Delivery.objects.filter(run=run).values_list("status", flat=True)) == {"sending"}
+
+    # and only the stale release returns them, with a note saying they may have gone out once
+    assert deliveries_release_stale(now=timezone.now() + timedelta(minutes=16)) == 3
+    assert set(Delivery.objects.filter(run=run).values_list("status", "error")) == {("pending", STALE_NOTE)}
+
+
+def test_a_transport_bug_on_one_message_does_not_lose_the_others():
+    class HalfBroken(Transport):
+        channel = "email"
+
+        def send(self, message):
+            if message.delivery_id == self.broken:
+                raise RuntimeError("bug")
+            return f"id-{message.delivery_id}"
+
+    customers_with_consent(3)
+    run = materialized(campaign_for())
+    ids = pending_ids(run)
+    transport = HalfBroken()
+    transport.broken = ids[1]
+
+    result = deliveries_send_chunk(delivery_ids=ids, channel="email", transport=transport)
+
+    assert (result.counts["sent"], result.counts["retry"]) == (2, 1)
+    statuses = dict(Delivery.objects.filter(run=run).values_list("pk", "status"))
+    assert statuses == {ids[0]: "sent", ids[1]: "pending", ids[2]: "sent"}
+    assert Delivery.objects.get(pk=ids[0]).provider_id == f"id-{ids[0]}"

@@ -90,3 +90,37 @@ def test_an_unreachable_smtp_server_leaves_the_chunk_for_a_retry(settings):
 
     assert result.counts["retry"] == 2
     assert set(Delivery.objects.filter(run=run).values_list("status", "attempts")) == {("pending", 1)}
+
+
+def test_a_large_batch_goes_over_several_sessions_and_each_delivery_keeps_its_message_id(smtp_sink, settings):
+    # given: 40 recipients and four SMTP sessions per worker
+    settings.EMAIL_SEND_CONCURRENCY = 4
+    customers_with_consent(40)
+    run = new_run(campaign_for())
+    run_materialize(run=run)
+    ids = list(Delivery.objects.filter(run=run, status="pending").values_list("pk", flat=True))
+
+    # when
+    result = deliveries_send_chunk(delivery_ids=ids, channel="email")
+
+    # then: every message arrived once, over more than one but at most four sessions, and each
+    # delivery records the Message-ID of the message its own recipient received
+    assert result.counts["sent"] == 40 and len(smtp_sink.messages) == 40
+    assert 1 < len(smtp_sink.sessions) <= 4
+    received = {}
+    for rcpt_tos, raw in smtp_sink.messages:
+        received[rcpt_tos[0]] = email.message_from_bytes(raw, policy=policy.default)["Message-ID"]
+    assert len(received) == 40
+    for address, provider_id in Delivery.objects.filter(run=run).values_list("address", "provider_id"):
+        assert received[address] == provider_id
+
+
+def test_one_session_when_concurrency_is_one(smtp_sink, settings):
+    settings.EMAIL_SEND_CONCURRENCY = 1
+    customers_with_consent(20)
+    run = new_run(campaign_for())
+    run_materialize(run=run)
+    ids = list(Delivery.objects.filter(run=run, status="pending").values_list("pk", flat=True))
+
+    assert deliveries_send_chunk(delivery_ids=ids, channel="email").counts["sent"] == 20
+    assert len(smtp_sink.sessions) == 1
