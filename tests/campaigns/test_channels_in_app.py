@@ -48,3 +48,16 @@ def test_registry_gives_a_transport_per_channel_and_refuses_unknown_kinds():
     assert isinstance(transport_for("in_app"), InAppTransport)
     with pytest.raises(ValueError, match="No transport"):
         transport_for("fax")
+
+
+def test_send_many_returns_each_messages_own_row_in_order():
+    customers = CustomerFactory.create_batch(4)
+    messages = [OutboundMessage(to="", rendered=rendered(), customer=c, delivery_id=None) for c in customers]
+
+    results = InAppTransport().send_many(messages)
+
+    rows = {str(m.pk): m for m in InboxMessage.objects.all()}
+    assert [rows[r].customer_id for r in results] == [c.pk for c in customers]
+    assert {(m.title, m.body, m.deep_link, m.unsubscribe_url) for m in rows.values()} == {
+        ("我们想你了", "回来看看", "app://home", "https://winback.example.com/consent/unsubscribe/t/")}
+    assert all(m.created_at is not None and m.read_at is None for m in rows.values())
