@@ -8,7 +8,8 @@ a customer CSV import may set order_count / total_spent for orders that have no 
 import json
 import logging
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import datetime, timedelta
+from datetime import timezone as dt_timezone
 from decimal import Decimal
 
 from django.core.exceptions import ValidationError
@@ -24,6 +25,20 @@ logger = logging.getLogger(__name__)
 
 KIND_MAX_LENGTH = ActivityEvent._meta.get_field("kind").max_length
 
+# Bounds on what a caller may report. A time far in the future would pin last_seen_at there, so the
+# customer would never be dormant again; a little slack allows for clocks that run fast.
+OCCURRED_AT_MAX_AHEAD = timedelta(minutes=5)
+OCCURRED_AT_MIN = datetime(1900, 1, 1, tzinfo=dt_timezone.utc)
+# One event's amount: at most 10 digits before the point, 2 after. The column (and the
+# Customer.total_spent rollup) is numeric(14, 2), which leaves room for many such events.
+AMOUNT_MAX = Decimal("9999999999.99")
+AMOUNT_PLACES = 2
+# Customer.total_spent is numeric(max_digits, decimal_places): the largest value it can hold.
+_spent_field = Customer._meta.get_field("total_spent")
+TOTAL_SPENT_MAX = Decimal(10) ** (_spent_field.max_digits - _spent_field.decimal_places) - Decimal(1).scaleb(
+    -_spent_field.decimal_places)
+TOTAL_SPENT_OVERFLOW = "total_spent_overflow"
+
 
 def activity_record(*, customer: Customer, kind: str, occurred_at: datetime, amount: Decimal | None = None,
                     category: str = "", item_ref: str = "", source: str = "api") -> ActivityEvent:
@@ -37,9 +52,13 @@ def activity_record_batch(*, events: Iterable[ActivityEvent]) -> list[ActivityEv
     """Insert unsaved events (``customer_id`` set) and update their customers' rollups.
 
     Raises ValidationError, and writes nothing, when any event is invalid (no customer, empty
-    kind, no or naive occurred_at, negative amount). Kinds are stored stripped and lower-cased.
+    kind, no or naive occurred_at, occurred_at more than 5 minutes ahead or before 1900, amount
+    negative, not finite, above 9,999,999,999.99 or with more than 2 decimals), or when the batch
+    would push a customer's total_spent past what the column holds (code ``total_spent_overflow``,
+    ``params["customer_ids"]`` lists them). Kinds are stored stripped and lower-cased.
 
-    Set-based: the INSERT (Django splits it every 124 rows on SQLite, whose statements take at
+    Set-based: one SELECT (locking, on PostgreSQL) of the current totals of the customers with
+    spend, the INSERT (Django splits it every 124 rows on SQLite, whose statements take at
     most 999 parameters; one statement on PostgreSQL), one UPDATE for the incremental rollups and
     one UPDATE for the favourite category, whatever the batch size. Every kind counts as
     presence for last_seen_at; only ``order`` events count as orders.
@@ -47,10 +66,12 @@ def activity_record_batch(*, events: Iterable[ActivityEvent]) -> list[ActivityEv
     events = list(events)
     if not events:
         return []
+    now = timezone.now()
     for index, event in enumerate(events):
-        _event_clean(event, index=index)
+        _event_clean(event, index=index, now=now)
 
     with transaction.atomic():
+        _total_spent_check(events=events)
         created = ActivityEvent.objects.bulk_create(events)
         _rollups_add(events=created)
         _favourite_categories_refresh(
@@ -60,7 +81,7 @@ def activity_record_batch(*, events: Iterable[ActivityEvent]) -> list[ActivityEv
     return created
 
 
-def _event_clean(event: ActivityEvent, *, index: int) -> None:
+def _event_clean(event: ActivityEvent, *, index: int, now: datetime) -> None:
     where = f"Event {index}"
     if not event.customer_id:
         raise ValidationError({"customer": f"{where}: a customer is required."})
@@ -74,16 +95,68 @@ def _event_clean(event: ActivityEvent, *, index: int) -> None:
     if timezone.is_naive(event.occurred_at):
         # A naive time would be read in the server's zone, silently shifting it by hours.
         raise ValidationError({"occurred_at": f"{where}: occurred_at must carry a time zone."})
+    occurred_at_error = occurred_at_problem(event.occurred_at, now=now)
+    if occurred_at_error:
+        raise ValidationError({"occurred_at": f"{where}: {occurred_at_error}"})
     if event.amount is not None:
         try:
             event.amount = Decimal(event.amount)
         except (ArithmeticError, TypeError, ValueError):
             raise ValidationError({"amount": f"{where}: the amount is not a number."}) from None
-        if not event.amount.is_finite() or event.amount < 0:
-            raise ValidationError({"amount": f"{where}: the amount must not be negative."})
+        amount_error = amount_problem(event.amount)
+        if amount_error:
+            raise ValidationError({"amount": f"{where}: {amount_error}"})
     event.category = (event.category or "").strip()
     event.item_ref = (event.item_ref or "").strip()
     event.source = (event.source or "").strip() or "api"
+
+
+def occurred_at_problem(value: datetime, *, now: datetime) -> str | None:
+    """Why an aware ``occurred_at`` is out of bounds, or None. Shared with the events API."""
+    if value > now + OCCURRED_AT_MAX_AHEAD:
+        return "occurred_at must not be more than 5 minutes in the future."
+    if value < OCCURRED_AT_MIN:
+        return "occurred_at must not be before 1900-01-01."
+    return None
+
+
+def amount_problem(value: Decimal) -> str | None:
+    """Why an event amount is out of bounds, or None. Shared with the events API."""
+    if not value.is_finite():
+        return "the amount must be a finite number."
+    if value < 0:
+        return "the amount must not be negative."
+    if value > AMOUNT_MAX:
+        return f"the amount must not exceed {AMOUNT_MAX}."
+    if value != value.quantize(Decimal(1).scaleb(-AMOUNT_PLACES)):
+        return f"the amount must have at most {AMOUNT_PLACES} decimal places."
+    return None
+
+
+def _total_spent_check(*, events: list[ActivityEvent]) -> None:
+    """Refuse the batch if it would push a customer's total_spent past numeric(14, 2).
+
+    PostgreSQL would fail the UPDATE with a DataError (a 500 that loses the batch) and SQLite
+    would store a value Django cannot read back. One query whatever the batch size: the current
+    totals of the customers with spend, locked on PostgreSQL so a concurrent batch cannot slip
+    in between this check and the UPDATE.
+    """
+    spent: dict[int, Decimal] = {}
+    for event in events:
+        if event.kind == ActivityEvent.ORDER and event.amount:
+            spent[event.customer_id] = spent.get(event.customer_id, Decimal("0")) + event.amount
+    current = (
+        Customer.objects.select_for_update().filter(pk__in=_ids_param(spent)).order_by("pk")
+        .values_list("pk", "external_id", "total_spent")
+    )
+    over = [(pk, external_id) for pk, external_id, total in current if total + spent[pk] > TOTAL_SPENT_MAX]
+    if over:
+        raise ValidationError(
+            "This batch would take total_spent past %(limit)s for customer(s) %(names)s; nothing was recorded.",
+            code=TOTAL_SPENT_OVERFLOW,
+            params={"limit": TOTAL_SPENT_MAX, "names": ", ".join(external_id for _, external_id in over),
+                    "customer_ids": [pk for pk, _ in over]},
+        )
 
 
 def _rollups_add(*, events: list[ActivityEvent]) -> int:

@@ -205,3 +205,86 @@ def test_rollups_of_a_large_batch_need_not_fit_in_sqlite_parameters():
     customers = CustomerFactory.create_batch(1200)
     activity_record_batch(events=[event(c, "order", T0, Decimal("2"), "x") for c in customers])
     assert Customer.objects.filter(order_count=1, total_spent=Decimal("2"), favourite_category="x").count() == 1200
+
+
+# Bounds (review: far-future times and total_spent overflow) ---------------------------------
+
+
+@pytest.mark.parametrize(
+    "changes, field",
+    [
+        ({"occurred_at": datetime(2999, 1, 1, tzinfo=dt_timezone.utc)}, "occurred_at"),
+        ({"occurred_at": datetime(1899, 12, 31, 23, 59, tzinfo=dt_timezone.utc)}, "occurred_at"),
+        ({"amount": Decimal("Infinity")}, "amount"),
+        ({"amount": Decimal("10000000000.00")}, "amount"),  # 11 digits before the point
+        ({"amount": Decimal("1E+30")}, "amount"),
+        ({"amount": Decimal("1.005")}, "amount"),
+    ],
+)
+def test_out_of_bounds_times_and_amounts_refuse_the_whole_batch(changes, field):
+    customer = CustomerFactory()
+    good = event(customer, "order", T0, Decimal("5"))
+    bad = event(customer, "order", T0, Decimal("5"))
+    for name, value in changes.items():
+        setattr(bad, name, value)
+    with pytest.raises(ValidationError) as error:
+        activity_record_batch(events=[good, bad])
+    assert field in error.value.message_dict and "Event 1" in str(error.value)
+    assert ActivityEvent.objects.count() == 0
+    customer.refresh_from_db()
+    assert (customer.order_count, customer.last_seen_at) == (0, None)
+
+
+def test_the_bounds_themselves_are_accepted():
+    from django.utils import timezone
+
+    customer = CustomerFactory()
+    soon = timezone.now() + timedelta(minutes=4)
+    activity_record_batch(events=[
+        event(customer, "order", soon, Decimal("9999999999.99")),
+        event(customer, "login", datetime(1900, 1, 1, tzinfo=dt_timezone.utc)),
+    ])
+    customer.refresh_from_db()
+    assert (customer.total_spent, customer.last_seen_at) == (Decimal("9999999999.99"), soon)
+
+
+def test_a_batch_that_would_overflow_total_spent_is_refused_naming_the_customer():
+    # given one customer close to the numeric(14, 2) limit and one ordinary customer
+    rich = CustomerFactory(external_id="rich-1", total_spent=Decimal("999999999000.00"), order_count=7)
+    other = CustomerFactory(total_spent=Decimal("10.00"))
+    # when a batch would add 1,000.00 to the first (the column holds at most 999,999,999,999.99)
+    with pytest.raises(ValidationError) as error:
+        activity_record_batch(events=[
+            event(other, "order", T0, Decimal("5")),
+            event(rich, "order", T0, Decimal("600")),
+            event(rich, "order", T0, Decimal("400")),
+        ])
+    # then nothing is written and the error names the customer
+    assert error.value.code == "total_spent_overflow"
+    assert error.value.params["customer_ids"] == [rich.pk]
+    assert "rich-1" in error.value.messages[0] and "999999999999.99" in error.value.messages[0]
+    assert ActivityEvent.objects.count() == 0
+    assert sorted(Customer.objects.values_list("order_count", "total_spent")) == [
+        (0, Decimal("10.00")), (7, Decimal("999999999000.00"))]
+    # and exactly reaching the limit is fine
+    activity_record_batch(events=[event(rich, "order", T0, Decimal("999.99"))])
+    rich.refresh_from_db()
+    assert (rich.order_count, rich.total_spent) == (8, Decimal("999999999999.99"))
+
+
+def test_many_maximal_events_overflow_the_limit_of_a_fresh_customer():
+    # 2 x 999,999,999,999.99 was the review's case; each event is now capped at 10 digits, so
+    # the overflow needs many events (here 101 x 9,999,999,999.99 > 999,999,999,999.99).
+    customer = CustomerFactory()
+    with pytest.raises(ValidationError, match=customer.external_id):
+        activity_record_batch(events=[event(customer, "order", T0, Decimal("9999999999.99")) for _ in range(101)])
+    assert ActivityEvent.objects.count() == 0
+    customer.refresh_from_db()
+    assert (customer.order_count, customer.total_spent) == (0, Decimal("0"))
+
+
+def test_the_overflow_check_is_one_query_whatever_the_batch():
+    small = _batch_queries(CustomerFactory.create_batch(2), 2)
+    large = _batch_queries(CustomerFactory.create_batch(50), 10)
+    assert sum(s.startswith("SELECT") and "total_spent" in s for s in small) == 1
+    assert sum(s.startswith("SELECT") and "total_spent" in s for s in large) == 1
