@@ -22,6 +22,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
+from datetime import datetime, timezone as dt_timezone
 from dataclasses import dataclass, field
 
 from django.conf import settings
@@ -179,6 +180,7 @@ class CustomerImportResult:
     rows: int = 0
     superseded: int = 0
     consent_events: int = 0
+    consent_refused: int = 0  # grants refused over a withdrawal the customer made (warnings, not invalid)
     dry_run: bool = False
     format: str = ""
     encoding: str | None = None
@@ -186,7 +188,10 @@ class CustomerImportResult:
 
     @property
     def summary(self) -> str:
-        return f"created={self.created} updated={self.updated} unchanged={self.unchanged} invalid={self.invalid}"
+        summary = f"created={self.created} updated={self.updated} unchanged={self.unchanged} invalid={self.invalid}"
+        if self.consent_refused:
+            summary += f" consent_refused={self.consent_refused}"
+        return summary
 
 
 @dataclass
@@ -292,18 +297,81 @@ def _row_differs(fields: list[str], has_attributes: bool, postgres: bool) -> str
     return "(" + " OR ".join(parts) + ")" if parts else "FALSE"
 
 
+# Withdrawals the person made themselves. An import (the business system's export) never
+# grants over one of these: the CRM often still says "yes" because it never heard of the
+# unsubscribe. Withdrawals by import, admin, API or signup are the business system's own
+# word, so a later import may grant again.
+SELF_WITHDRAWAL_SOURCES = (
+    Source.UNSUBSCRIBE_LINK, Source.ONE_CLICK, Source.PREFERENCE_CENTER, Source.SMS_REPLY,
+    Source.COMPLAINT, Source.BOUNCE,
+)
+_SELF_SOURCES_SQL = ", ".join(f"'{source.value}'" for source in SELF_WITHDRAWAL_SOURCES)
+
+
+def _self_withdrawn() -> str:
+    """SQL condition on ``cs`` (a consent state row): a withdrawal an import grant must not undo."""
+    return f"(cs.status = '{ConsentState.Status.WITHDRAWN}' AND cs.source IN ({_SELF_SOURCES_SQL}))"
+
+
 def _consent_differs(consent_fields: list[str]) -> str:
-    """True when a consent cell would change the customer's current consent."""
+    """True when a consent cell would change the customer's current consent.
+
+    A grant over a withdrawal the customer made themselves changes nothing: it is refused
+    (and reported by ``_report_refused_grants``), so it never counts as a change either.
+    """
     parts = []
     for column in consent_fields:
         channel = CONSENT_FIELDS[column]
         parts.append(
             f"(s.{column} IS NOT NULL AND NOT EXISTS (SELECT 1 FROM consent_consentstate cs "
             f"WHERE cs.customer_id = c.id AND cs.channel = '{channel}' AND cs.purpose = '{Purpose.MARKETING}' "
-            f"AND cs.status = CASE WHEN s.{column} THEN '{ConsentState.Status.GRANTED}' "
-            f"ELSE '{ConsentState.Status.WITHDRAWN}' END))"
+            f"AND (cs.status = CASE WHEN s.{column} THEN '{ConsentState.Status.GRANTED}' "
+            f"ELSE '{ConsentState.Status.WITHDRAWN}' END OR (s.{column} AND {_self_withdrawn()}))))"
         )
     return "(" + " OR ".join(parts) + ")" if parts else "FALSE"
+
+
+def _report_refused_grants(cursor, report: ErrorReport, table: str, mapping: ColumnMapping,
+                           options: ImportOptions) -> int:
+    """One query for the whole file: list each grant refused over a self-made withdrawal.
+
+    These are warnings in the errors file, not invalid rows: the row's other columns still
+    import and the row still counts as created/updated/unchanged by them.
+    """
+    selects = []
+    for column in mapping.consent_fields:
+        channel = CONSENT_FIELDS[column]
+        selects.append(
+            f"SELECT s.line, '{column}', cs.source, cs.changed_at FROM {table} s "
+            f"JOIN reactivation_customer c ON c.external_id = s.external_id "
+            f"JOIN consent_consentstate cs ON cs.customer_id = c.id AND cs.channel = '{channel}' "
+            f"AND cs.purpose = '{Purpose.MARKETING}' WHERE s.{column} AND {_self_withdrawn()}"
+        )
+    if not selects:
+        return 0
+    cursor.execute(" UNION ALL ".join(selects) + " ORDER BY 1, 2")
+    tz = parsing.zone(options.time_zone)
+    refused = 0
+    pending_line, pending = None, []
+    for line, column, source, changed_at in fetch_in_batches(cursor):
+        if line != pending_line and pending:
+            report.warn(pending_line, pending)
+            pending = []
+        pending_line = line
+        header = mapping.header[mapping.fields[column]].strip() or column
+        when = _as_aware(changed_at).astimezone(tz).date().isoformat()
+        pending.append((header, "yes", f"is not granted: the customer withdrew {CONSENT_FIELDS[column].label.lower()} "
+                        f"consent themselves ({source} on {when}); an import cannot grant it again"))
+        refused += 1
+    if pending:
+        report.warn(pending_line, pending)
+    return refused
+
+
+def _as_aware(value):
+    if isinstance(value, str):  # SQLite: naive UTC text
+        value = datetime.fromisoformat(value)
+    return value if value.tzinfo else value.replace(tzinfo=dt_timezone.utc)
 
 
 def _drop_superseded(cursor, report: ErrorReport, table: str) -> int:
@@ -392,6 +460,9 @@ def _apply(*, stage: StagingTable, mapping: ColumnMapping, options: ImportOption
         unique, result.created, result.updated = cursor.fetchone()
         result.unchanged = unique - result.created - result.updated
         timer.lap("count")
+        if consent_fields:
+            result.consent_refused = _report_refused_grants(cursor, report, table, mapping, options)
+            timer.lap("refused consent")
         if options.dry_run:
             return
         now = timezone.now()

@@ -224,7 +224,7 @@ def import_job_execute(*, job_id: int) -> str:
             unknown_customer=getattr(result, "unknown_customer", 0),
             detected_format=_format_label(result),
         )
-        if result.invalid or getattr(result, "unknown_customer", 0):
+        if result.invalid or getattr(result, "unknown_customer", 0) or getattr(result, "consent_refused", 0):
             with open(errors.name, "rb") as handle:
                 job.errors_file.save(f"job-{job.pk}-errors.csv", File(handle), save=False)
             updates["errors_file"] = job.errors_file.name

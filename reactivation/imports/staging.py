@@ -128,7 +128,8 @@ class ErrorReport:
 
     Every cell is neutralized against formula injection: marketers open this file in Excel.
     A line with several bad cells gets one record listing them all, so each rejected line
-    appears exactly once.
+    appears exactly once. Warnings (a line imported with one value refused) use the same
+    columns but do not count as rejected.
     """
 
     HEADER = ["line", "column", "value", "reason"]
@@ -139,10 +140,20 @@ class ErrorReport:
         if self.writer:
             self.writer.writerow(self.HEADER)
         self.lines = 0
+        self.warnings = 0
         self.samples: list[list] = []
 
     def add(self, line: int, problems: list[tuple[str, str, str]]) -> None:
+        """A rejected line: counted in ``lines`` (the import's ``invalid``)."""
         self.lines += 1
+        self._write(line, problems)
+
+    def warn(self, line: int, problems: list[tuple[str, str, str]]) -> None:
+        """A line that was imported but with a value refused: listed, not counted as invalid."""
+        self.warnings += 1
+        self._write(line, problems)
+
+    def _write(self, line: int, problems: list[tuple[str, str, str]]) -> None:
         columns = "; ".join(p[0] for p in problems)
         values = " | ".join(p[1] for p in problems)
         reasons = "; ".join(f"{p[0]} {p[2]}" if p[0] else p[2] for p in problems)

@@ -315,3 +315,93 @@ def test_every_header_alias(header, field):
     mapping = map_columns(columns)
     assert mapping.fields[field] == len(columns) - 1
     assert mapping.attributes == {}
+
+
+# A withdrawal the customer made themselves ----------------------------------------------------
+def _withdrawn(external_id: str, channel: str, source: str):
+    from consent.services import consent_grant, consent_withdraw
+
+    customer = CustomerFactory(external_id=external_id, name="Before")
+    consent_grant(customer=customer, channel=channel, source="signup", notice_version="v0",
+                  at=datetime(2026, 1, 1, tzinfo=UTC))
+    consent_withdraw(customer=customer, channel=channel, source=source, at=datetime(2026, 11, 20, 3, 0, tzinfo=UTC))
+    return customer
+
+
+@pytest.mark.parametrize("dry_run", [False, True])
+def test_import_never_regrants_a_consent_the_customer_withdrew_themselves(csv_file, dry_run):
+    # given a customer who unsubscribed by one-click, and the nightly CRM export still saying yes
+    customer = _withdrawn("C1", "email", "one_click")
+    events_before = ConsentEvent.objects.count()
+    path = csv_file("external_id,name,email_consent,sms_consent\nC1,After,yes,yes\nC2,New,yes,\n")
+    # when it is re-imported
+    result, errors = run(path, notice_version="v1", dry_run=dry_run)
+    # then the other columns and the other channel import, the row counts once, and the refusal is reported
+    assert (result.created, result.updated, result.unchanged, result.invalid) == (1, 1, 0, 0)
+    assert result.consent_refused == 1 and "consent_refused=1" in result.summary
+    assert errors == [{
+        "line": "2", "column": "email_consent", "value": "yes",
+        "reason": "email_consent is not granted: the customer withdrew email consent themselves "
+                  "(one_click on 2026-11-20); an import cannot grant it again",
+    }]
+    state = ConsentState.objects.get(customer=customer, channel="email")
+    assert (state.status, state.source) == ("withdrawn", "one_click")
+    if dry_run:
+        assert ConsentEvent.objects.count() == events_before
+        return
+    customer.refresh_from_db()
+    assert customer.name == "After"
+    assert ConsentState.objects.get(customer=customer, channel="sms").status == "granted"
+    assert not ConsentEvent.objects.filter(customer=customer, channel="email", source="import").exists()
+    # and importing it again still refuses, and still records nothing
+    again, again_errors = run(path, notice_version="v1")
+    assert (again.unchanged, again.consent_events, again.consent_refused, len(again_errors)) == (2, 0, 1, 1)
+
+
+@pytest.mark.parametrize("source", ["unsubscribe_link", "preference_center", "sms_reply", "complaint", "bounce"])
+def test_every_self_made_withdrawal_is_kept(csv_file, source):
+    customer = _withdrawn("C1", "sms", source)
+    path = csv_file("external_id,短信同意\nC1,是\n")
+    result, errors = run(path, notice_version="v1")
+    assert (result.unchanged, result.invalid, result.consent_events, result.consent_refused) == (1, 0, 0, 1)
+    assert errors[0]["column"] == "短信同意" and f"withdrew sms consent themselves ({source} on" in errors[0]["reason"]
+    assert ConsentState.objects.get(customer=customer, channel="sms").status == "withdrawn"
+
+
+@pytest.mark.parametrize("source", ["admin", "import", "api"])
+def test_import_grant_applies_over_a_business_withdrawal(csv_file, source):
+    # given a withdrawal recorded by the business system (admin, a former import, the API)
+    customer = _withdrawn("C1", "email", source)
+    path = csv_file("external_id,email_consent\nC1,yes\n")
+    # when an import says yes
+    result, errors = run(path, notice_version="v2")
+    # then the business system is the source of truth: the grant is recorded
+    assert (result.updated, result.invalid, result.consent_events, result.consent_refused, errors) == (1, 0, 1, 0, [])
+    state = ConsentState.objects.get(customer=customer, channel="email")
+    assert (state.status, state.source, state.notice_version) == ("granted", "import", "v2")
+
+
+def test_import_withdrawal_always_applies(csv_file):
+    # given a customer who withdrew by one-click and later granted again in the preference center
+    from consent.services import consent_grant
+
+    customer = _withdrawn("C1", "email", "one_click")
+    consent_grant(customer=customer, channel="email", source="preference_center", notice_version="v1")
+    path = csv_file("external_id,email_consent\nC1,no\n")
+    result, errors = run(path, notice_version="v1")
+    assert (result.updated, result.consent_events, errors) == (1, 1, [])
+    assert ConsentState.objects.get(customer=customer, channel="email").status == "withdrawn"
+
+
+def test_refused_grants_are_found_in_a_fixed_number_of_statements(csv_file):
+    # given a few and many customers who unsubscribed themselves
+    for n in range(30):
+        _withdrawn(f"C{n}", "email", "one_click")
+    small = csv_file("external_id,email_consent\n" + "".join(f"C{n},yes\n" for n in range(3)), name="s.csv")
+    large = csv_file("external_id,email_consent\n" + "".join(f"C{n},yes\n" for n in range(30)), name="l.csv")
+    with CaptureQueriesContext(connection) as small_queries:
+        small_result, _ = run(small, notice_version="v1")
+    with CaptureQueriesContext(connection) as large_queries:
+        large_result, errors = run(large, notice_version="v1")
+    assert (small_result.consent_refused, large_result.consent_refused, len(errors)) == (3, 30, 30)
+    assert len(small_queries) == len(large_queries)
