@@ -149,7 +149,9 @@ def _open_csv(path, *, sample, size, encoding, max_rows) -> Table:
     table.delimiter = sniff_delimiter(first_line)
     # Re-read from the start so quoted headers with embedded newlines still parse.
     text.seek(0)
-    reader = csv.reader(text, delimiter=table.delimiter)
+    # strict: a quote that is never closed raises at the end of the file instead of silently
+    # turning every following line into one cell (and "x"y raises instead of becoming xy).
+    reader = csv.reader(text, delimiter=table.delimiter, strict=True)
     try:
         header = next(reader)
     except (csv.Error, UnicodeDecodeError) as exc:
@@ -189,7 +191,21 @@ def _csv_rows(reader, width: int, encoding: str, max_rows: int | None):
             f"The file cannot be decoded as {ENCODING_LABELS.get(encoding, encoding)} after line {previous_end}."
         ) from None
     except csv.Error as exc:
-        raise UnusableFile(f"The file is not a readable CSV file: {exc} (line {reader.line_num}).") from None
+        # Refuse the whole file: once a quote is unbalanced the lines after it cannot be told
+        # apart from the quoted text, so importing "the rest" could lose or merge rows.
+        start, end = previous_end + 1, reader.line_num
+        if "unexpected end of data" in str(exc):
+            raise UnusableFile(
+                f"The file has an unbalanced quote: the quoted value that starts on line {start} is never closed "
+                f"and would swallow every line after it. Fix the quote (a \" inside a value must be written \"\") "
+                "and import again."
+            ) from None
+        where = f"line {start}" if start >= end else f"lines {start}-{end}"
+        raise UnusableFile(
+            f"The file has an unbalanced quote on {where} ({exc}): a quoted value must end with a quote followed by "
+            f"the delimiter or the end of the line. Fix the quote (a \" inside a value must be written \"\") "
+            "and import again."
+        ) from None
 
 
 def xlsx_cell_text(value) -> str:

@@ -87,3 +87,37 @@ def test_import_events_unusable_exit_2(csv_file):
     with pytest.raises(CommandError, match="no kind column") as raised:
         call_command("import_events", str(csv_file("external_id,occurred_at\nA,2024-01-01\n")))
     assert raised.value.returncode == 2
+
+
+@pytest.mark.parametrize("command", ["import_customers", "import_events"])
+def test_an_unbalanced_quote_refuses_the_file_and_writes_nothing(csv_file, tmp_path, command):
+    # given the stray quote of the review: A2 would be swallowed into A1's cell
+    CustomerFactory(external_id="A1", name="Before")
+    if command == "import_customers":
+        path = csv_file('external_id,name\nA1,"unterminated\nA2,x\n')
+    else:
+        path = csv_file('external_id,kind,occurred_at,item\nA1,order,2024-01-05,"unterminated\n'
+                        "A1,visit,2024-01-06,x\n", name="events.csv")
+    errors = tmp_path / "out.csv"
+    # when it is imported, then it exits 2 with a message naming the line, and nothing is written
+    with pytest.raises(CommandError, match="unbalanced quote.*line 2") as refused:
+        call_command(command, str(path), "--errors-out", str(errors))
+    assert refused.value.returncode == 2
+    assert list(Customer.objects.values_list("external_id", "name")) == [("A1", "Before")]
+    assert not ActivityEvent.objects.exists() and not errors.exists()
+
+
+def test_import_customers_reads_a_quoted_multi_line_address(csv_file):
+    path = csv_file('external_id,name,address\nA1,Ann,"1 Main St,\nSpringfield"\nA2,Bob,x\n')
+    call_command("import_customers", str(path))
+    assert dict(Customer.objects.values_list("external_id", "attributes")) == {
+        "A1": {"address": "1 Main St,\nSpringfield"}, "A2": {"address": "x"}}
+
+
+def test_import_events_reads_a_quoted_multi_line_item(csv_file, capsys):
+    CustomerFactory(external_id="A1")
+    path = csv_file('external_id,kind,occurred_at,item\nA1,order,2024-01-05,"gift box,\nred"\nA1,visit,2024-01-06,\n',
+                    name="events.csv")
+    call_command("import_events", str(path))
+    assert capsys.readouterr().out.strip().splitlines()[-1] == "created=2 invalid=0 unknown_customer=0"
+    assert sorted(ActivityEvent.objects.values_list("item_ref", flat=True)) == ["", "gift box,\nred"]

@@ -144,3 +144,36 @@ def test_xlsx_cell_text():
     assert xlsx_cell_text(True) == "true"
     assert xlsx_cell_text(3.0) == "3"
     assert xlsx_cell_text(0.1) == "0.1"
+
+
+# Unbalanced quotes ----------------------------------------------------------------------------
+def test_unterminated_quote_refuses_the_file_instead_of_swallowing_rows(csv_file):
+    # given a stray quote that is never closed: everything after it would become one cell
+    path = csv_file('external_id,name\nA1,"unterminated\nA2,x\n')
+    # when the rows are read, then the file is refused as a whole, naming where the quote starts
+    with open_table(path) as table, pytest.raises(UnusableFile, match="unbalanced quote.*starts on line 2"):
+        list(table.rows())
+
+
+def test_quote_followed_by_text_refuses_the_file(csv_file):
+    # given "Bob" Smith (non-strict csv would quietly read it as Bob Smith)
+    path = csv_file('external_id,name\nA1,x\nA2,"Bob" Smith\nA3,y\n')
+    with open_table(path) as table, pytest.raises(UnusableFile, match="unbalanced quote on line 3"):
+        list(table.rows())
+
+
+def test_quote_that_swallows_lines_names_them_all(csv_file):
+    path = csv_file('external_id,name\nA1,"opens\nA2,x\nA3,"closes late\n')
+    with open_table(path) as table, pytest.raises(UnusableFile, match="unbalanced quote on lines 2-4"):
+        list(table.rows())
+
+
+@pytest.mark.parametrize("newline", ["\n", "\r\n"])
+def test_quoted_value_with_line_breaks_still_reads(csv_file, newline):
+    # given an address over two lines, with a comma and an escaped quote, as Excel writes it
+    path = csv_file('external_id,address,tier\nA1,"1 Main St, Apt ""4""\nSpringfield, IL",gold\nA2,x,y\n',
+                    newline=newline)
+    with open_table(path) as table:
+        rows = list(table.rows())
+    # then the value keeps its line break and the next record keeps its physical line number
+    assert rows == [(2, ["A1", f'1 Main St, Apt "4"{newline}Springfield, IL', "gold"]), (4, ["A2", "x", "y"])]
