@@ -1,3 +1,4 @@
+from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from rest_framework import serializers
 
@@ -65,10 +66,21 @@ class RefusalSerializer(serializers.Serializer):
 class EventSerializer(serializers.Serializer):
     external_id = serializers.CharField(max_length=100)
     kind = serializers.CharField(max_length=32)
-    occurred_at = AwareDateTimeField()
-    amount = serializers.DecimalField(max_digits=14, decimal_places=2, min_value=0, required=False, allow_null=True)
+    occurred_at = AwareDateTimeField(help_text="At most 5 minutes in the future, not before 1900-01-01.")
+    # 10 digits before the point (the service's bound): DecimalField already refuses NaN and Infinity.
+    amount = serializers.DecimalField(max_digits=12, decimal_places=2, min_value=0, required=False, allow_null=True)
     category = serializers.CharField(max_length=100, required=False, allow_blank=True, default="")
     item = serializers.CharField(max_length=100, required=False, allow_blank=True, default="")
+
+    def validate_occurred_at(self, value):
+        # The service's own bound, checked here so one bad item is reported alone instead of
+        # the service refusing the whole batch.
+        from reactivation.services import occurred_at_problem
+
+        problem = occurred_at_problem(value, now=timezone.now())
+        if problem:
+            raise serializers.ValidationError(problem[0].upper() + problem[1:])
+        return value
 
 
 class EventErrorSerializer(serializers.Serializer):

@@ -125,7 +125,7 @@ class EventsView(ApiView):
         summary=f"Record a batch of activity events (at most {EVENTS_MAX_BATCH}); bad items are reported per item.",
     )
     def post(self, request):
-        from reactivation.services import activity_record_batch
+        from reactivation.services import TOTAL_SPENT_OVERFLOW, activity_record_batch
 
         items = request.data
         if not isinstance(items, list):
@@ -146,30 +146,42 @@ class EventsView(ApiView):
             "external_id", "pk"
         )
         customer_ids = dict(ids)
-        events, unknown = [], 0
+        events, unknown = [], 0  # events: (index, external_id, event)
         for index, data in valid:
             customer_id = customer_ids.get(data["external_id"])
             if customer_id is None:
                 unknown += 1
                 errors.append({"index": index, "external_id": data["external_id"], "error": "unknown_customer"})
                 continue
-            events.append(
-                ActivityEvent(
-                    customer_id=customer_id, kind=data["kind"], occurred_at=data["occurred_at"],
-                    amount=data.get("amount"), category=data.get("category", ""), item_ref=data.get("item", ""),
-                    source="api",
-                )
-            )
-        if events:
+            events.append((index, data["external_id"], ActivityEvent(
+                customer_id=customer_id, kind=data["kind"], occurred_at=data["occurred_at"],
+                amount=data.get("amount"), category=data.get("category", ""), item_ref=data.get("item", ""),
+                source="api",
+            )))
+        overflowed = 0
+        for attempt in (1, 2):
+            if not events:
+                break
             try:
-                activity_record_batch(events=events)
+                activity_record_batch(events=[event for _, _, event in events])
+                break
             except DjangoValidationError as exc:
-                # Items are validated above as the service does; this is the service's last word.
-                raise ValidationError({"non_field_errors": exc.messages}) from None
+                # Items are validated above as the service does. A customer whose total_spent would
+                # overflow is the one thing only the service can see: report that customer's items
+                # and record the rest (once; a second refusal is the service's last word).
+                if attempt == 2 or getattr(exc, "code", None) != TOTAL_SPENT_OVERFLOW:
+                    raise ValidationError({"non_field_errors": exc.messages}) from None
+                refused = set(exc.params["customer_ids"])
+                for index, external_id, event in events:
+                    if event.customer_id in refused:
+                        overflowed += 1
+                        errors.append({"index": index, "external_id": external_id, "error": "invalid",
+                                       "detail": {"amount": exc.messages}})
+                events = [item for item in events if item[2].customer_id not in refused]
         errors.sort(key=lambda e: e["index"])
         result = {
             "received": len(items), "created": len(events), "unknown_customer": unknown,
-            "invalid": len(items) - len(valid), "errors": errors,
+            "invalid": len(items) - len(valid) + overflowed, "errors": errors,
         }
         logger.info("api events received=%d created=%d unknown_customer=%d invalid=%d",
                     result["received"], result["created"], unknown, result["invalid"])

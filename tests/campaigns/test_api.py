@@ -331,3 +331,88 @@ def test_schema_is_served(client):
     response = client.get("/api/v1/schema/")
     assert response.status_code == 200
     assert b"/api/v1/redemptions/" in response.content
+
+
+# Events: bounds (review: far-future times, amounts overflowing total_spent) ------------------
+
+
+def test_events_out_of_bounds_are_reported_per_item_and_the_rest_recorded(api, record_batch):
+    known = CustomerFactory()
+    good = {"external_id": known.external_id, "kind": "order", "occurred_at": "2025-01-02T03:04:05Z", "amount": "10"}
+    payload = [
+        good,
+        {**good, "occurred_at": "2999-01-01T00:00:00Z"},
+        {**good, "occurred_at": "1899-12-31T23:59:59Z"},
+        {**good, "amount": "NaN"},
+        {**good, "amount": "Infinity"},
+        {**good, "amount": "999999999999.99"},  # 12 digits before the point: over the per-event bound
+        {**good, "amount": "1e30"},
+        {**good, "amount": "1.005"},
+        {**good, "amount": -1},
+    ]
+    response = api.post(reverse("api-events"), payload, format="json")
+    assert response.status_code == 200
+    body = response.json()
+    assert (body["received"], body["created"], body["invalid"]) == (9, 1, 8)
+    assert [(e["index"], e["error"], list(e["detail"])) for e in body["errors"]] == [
+        (1, "invalid", ["occurred_at"]), (2, "invalid", ["occurred_at"])] + [
+        (i, "invalid", ["amount"]) for i in range(3, 9)]
+    assert "future" in body["errors"][0]["detail"]["occurred_at"][0]
+    assert "1900" in body["errors"][1]["detail"]["occurred_at"][0]
+    known.refresh_from_db()
+    assert (known.order_count, known.total_spent, known.last_seen_at.year) == (1, Decimal("10.00"), 2025)
+    assert ActivityEvent.objects.count() == 1
+
+
+def test_events_slightly_ahead_are_accepted(api, record_batch):
+    known = CustomerFactory()
+    soon = (timezone.now() + timedelta(minutes=4)).replace(microsecond=0)
+    response = api.post(reverse("api-events"), [
+        {"external_id": known.external_id, "kind": "login", "occurred_at": soon.isoformat()}], format="json")
+    assert response.json()["created"] == 1
+    known.refresh_from_db()
+    assert known.last_seen_at == soon
+
+
+def _post_overflowing_batch(api):
+    rich = CustomerFactory(external_id="rich-1", total_spent=Decimal("999999999990.00"), order_count=2)
+    other = CustomerFactory()
+    at = "2025-01-02T03:04:05Z"
+    payload = [
+        {"external_id": other.external_id, "kind": "order", "occurred_at": at, "amount": "5.00"},
+        {"external_id": rich.external_id, "kind": "order", "occurred_at": at, "amount": "9999999999.99"},
+        {"external_id": rich.external_id, "kind": "login", "occurred_at": at},
+        {"external_id": other.external_id, "kind": "login", "occurred_at": "2025-01-03T00:00:00Z"},
+    ]
+    return rich, other, api.post(reverse("api-events"), payload, format="json")
+
+
+def _assert_overflow_reported_and_rest_recorded(rich, other, response):
+    # then the request succeeds, the rich customer's items are reported and the rest recorded
+    assert response.status_code == 200
+    body = response.json()
+    assert (body["received"], body["created"], body["invalid"]) == (4, 2, 2)
+    assert [(e["index"], e["external_id"], e["error"]) for e in body["errors"]] == [
+        (1, "rich-1", "invalid"), (2, "rich-1", "invalid")]
+    assert "rich-1" in body["errors"][0]["detail"]["amount"][0]
+    rich.refresh_from_db()
+    other.refresh_from_db()
+    assert (rich.order_count, rich.total_spent, rich.last_seen_at) == (2, Decimal("999999999990.00"), None)
+    assert (other.order_count, other.total_spent) == (1, Decimal("5.00"))
+    assert list(ActivityEvent.objects.values_list("customer_id", flat=True).distinct()) == [other.pk]
+
+
+def test_an_overflowing_customer_is_reported_per_item_not_the_whole_batch(api, record_batch):
+    rich, other, response = _post_overflowing_batch(api)
+    _assert_overflow_reported_and_rest_recorded(rich, other, response)
+    assert record_batch.call_count == 2  # refused once, then the rest
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_an_overflowing_customer_is_no_500_on_postgresql(token):
+    # A real transaction (no test wrapper): PostgreSQL's numeric(14, 2) would raise a DataError.
+    client = APIClient(raise_request_exception=False)
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {token.key}")
+    rich, other, response = _post_overflowing_batch(client)
+    _assert_overflow_reported_and_rest_recorded(rich, other, response)
