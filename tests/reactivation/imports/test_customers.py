@@ -405,3 +405,13 @@ def test_refused_grants_are_found_in_a_fixed_number_of_statements(csv_file):
         large_result, errors = run(large, notice_version="v1")
     assert (small_result.consent_refused, large_result.consent_refused, len(errors)) == (3, 30, 30)
     assert len(small_queries) == len(large_queries)
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("method", ["copy", "executemany"])
+def test_self_made_withdrawal_is_kept_with_either_staging_on_postgres(csv_file, method):
+    customer = _withdrawn("C1", "email", "one_click")
+    path = csv_file("external_id,email_consent\nC1,yes\n")
+    result, errors = run(path, method=method, notice_version="v1")
+    assert (result.unchanged, result.consent_events, result.consent_refused, len(errors)) == (1, 0, 1, 1)
+    assert ConsentState.objects.get(customer=customer, channel="email").status == "withdrawn"
