@@ -19,7 +19,6 @@ from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
-from import_export.admin import ImportExportModelAdmin
 
 from campaigns.api.tokens import api_token_create, api_tokens_revoke
 from campaigns.models import (
@@ -44,6 +43,7 @@ from campaigns.rendering import (
 from campaigns.resources import MessageTemplateResource, OfferResource
 from campaigns.sms_length import sms_parts
 from consent.models import Channel
+from core.admin_site import ImportExportAdmin, PersonalLookupGuardMixin
 from core.masking import mask_email, mask_phone
 from core.paginator import EstimatedCountPaginator
 from core.phones import normalize_phone
@@ -67,7 +67,7 @@ def mask_code(code: str | None) -> str:
     return head + "-" + "-".join("****" for _ in rest.split("-")) if rest else "****"
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
+class ReadOnlyAdmin(PersonalLookupGuardMixin, admin.ModelAdmin):
     paginator = EstimatedCountPaginator
     show_full_result_count = False
 
@@ -85,7 +85,7 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
 
 @admin.register(Offer)
-class OfferAdmin(ImportExportModelAdmin):
+class OfferAdmin(ImportExportAdmin):
     resource_classes = [OfferResource]
     # Links typed without a scheme are https (Django 6's default; silences its 5.2 warning).
     formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
@@ -315,7 +315,7 @@ def send_test_message(*, channel: str, to: str, message, template) -> str:
 
 
 @admin.register(MessageTemplate)
-class MessageTemplateAdmin(ImportExportModelAdmin):
+class MessageTemplateAdmin(ImportExportAdmin):
     form = MessageTemplateForm
     resource_classes = [MessageTemplateResource]
     list_display = ["name", "channel", "subject", "updated_at", "preview_link"]

@@ -13,7 +13,13 @@ from django.core.exceptions import ValidationError
 from consent.models import Action, Channel, ConsentEvent, ConsentState, Source, SmsReply, Suppression
 from consent.resources import SuppressionResource
 from consent.services import consent_grant, consent_withdraw, normalize_address, suppression_add
-from core.admin_site import ImportExportAdmin, LargeTableAdminMixin, PersonalDataAdminMixin, masked_display
+from core.admin_site import (
+    ImportExportAdmin,
+    LargeTableAdminMixin,
+    PersonalDataAdminMixin,
+    PersonalLookupGuardMixin,
+    masked_display,
+)
 from core.masking import mask_address, mask_phone
 from core.phones import normalize_phone
 from reactivation.admin import CustomerSearchMixin
@@ -103,7 +109,7 @@ class ConsentEventAdmin(PersonalDataAdminMixin, CustomerSearchMixin, LargeTableA
 
 
 @admin.register(ConsentState)
-class ConsentStateAdmin(CustomerSearchMixin, LargeTableAdminMixin, admin.ModelAdmin):
+class ConsentStateAdmin(PersonalLookupGuardMixin, CustomerSearchMixin, LargeTableAdminMixin, admin.ModelAdmin):
     """Derived from the ledger in the same transaction as each event: read-only for everyone."""
 
     list_display = ["customer", "channel", "status", "source", "notice_version", "changed_at"]
@@ -228,11 +234,18 @@ class SmsReplyAdmin(PersonalDataAdminMixin, admin.ModelAdmin):
         return reply.text if len(reply.text) <= 60 else reply.text[:59] + "…"
 
     def get_readonly_fields(self, request, obj=None):
+        # The message as received, and what it did to consent, is evidence; only which customer
+        # it was matched to may be corrected (a sender shared by two customers, a typo'd number).
         readonly = list(super().get_readonly_fields(request, obj))
-        if obj is not None:
-            # The message as received is evidence; only its matching may be corrected.
-            readonly += [name for name in ("sender", "text", "provider_id", "received_at") if name not in readonly]
-        return readonly
+        return readonly + [name for name in ("sender", "text", "outcome", "provider_id", "received_at") if name not in readonly]
+
+    def has_add_permission(self, request):
+        # Replies arrive from the SMS gateway only; a hand-made one would be forged evidence.
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        # Evidence of a withdrawal (GDPR Art. 7(1)) is kept, never deleted from the admin.
+        return False
 
     def get_search_results(self, request, queryset, search_term):
         from django.db.models import Q

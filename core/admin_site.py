@@ -4,12 +4,15 @@
 - ``LargeTableAdminMixin``: changelists of tables with millions of rows never COUNT(*) them.
 - ``PersonalDataAdminMixin``: email and phone (and any other listed field) are shown masked to
   staff without ``reactivation.view_personal_data``, in list columns, detail pages and search.
+- ``PersonalLookupGuardMixin`` (part of the above, usable alone): the same staff can neither
+  filter nor sort a changelist by personal data through its URL.
 """
 
 import copy
 
 from django.contrib import admin
 from django.contrib.admin.utils import unquote
+from django.db.models.constants import LOOKUP_SEP
 from import_export.admin import ImportExportModelAdmin
 from import_export.tmp_storages import MediaStorage
 
@@ -66,7 +69,67 @@ class LargeTableAdminMixin:
     list_per_page = 50
 
 
-class PersonalDataAdminMixin:
+# Field names holding personal data on any model of the back office (customers' email and
+# phone, deliveries' and suppressions' address, SMS senders, consent evidence with IPs). A lookup
+# or ordering path through any of them ("email__startswith", "customer__phone") is personal.
+PERSONAL_DATA_FIELD_NAMES = frozenset({"email", "phone", "address", "sender", "evidence"})
+
+
+def is_personal_lookup(path: str, personal_fields=()) -> bool:
+    """Whether a lookup or ordering path ("-customer__email", "evidence__ip__startswith")
+    passes through a personal-data field."""
+    names = PERSONAL_DATA_FIELD_NAMES.union(personal_fields)
+    return any(part in names for part in path.lstrip("-").split(LOOKUP_SEP))
+
+
+class PersonalLookupGuardMixin:
+    """Without ``reactivation.view_personal_data`` no changelist may be filtered or sorted by
+    personal data through its URL.
+
+    Django's ``lookup_allowed`` accepts any lookup on the model's own fields, so
+    ``?email__startswith=a`` (then ``ab``, ``abc``...) would reveal a masked address one
+    character at a time by which rows stay listed; sorting by it leaks the same by position.
+    A refused lookup makes Django raise DisallowedModelAdminLookup (HTTP 400); a refused
+    ordering is dropped (the list keeps its default order). Staff with the permission keep
+    Django's own rules.
+    """
+
+    personal_data_fields: dict[str, str] = {}
+
+    def _personal_names(self):
+        return set(self.personal_data_fields) | set(self.personal_data_fields.values())
+
+    def lookup_allowed(self, lookup, value, request):
+        if not can_view_personal_data(request.user) and is_personal_lookup(lookup, self.personal_data_fields):
+            return False
+        return super().lookup_allowed(lookup, value, request)
+
+    def get_sortable_by(self, request):
+        sortable = super().get_sortable_by(request)
+        if can_view_personal_data(request.user):
+            return sortable
+        personal = self._personal_names()
+        return [name for name in sortable if name not in personal and not is_personal_lookup(name)]
+
+    def get_changelist(self, request, **kwargs):
+        ChangeList = super().get_changelist(request, **kwargs)
+        if can_view_personal_data(request.user):
+            return ChangeList
+        personal_fields = tuple(self.personal_data_fields)
+
+        class GuardedChangeList(ChangeList):
+            # sortable_by only hides the column headers; "?o=N" still sorts by any column whose
+            # display names an ordering. This drops orderings through personal data.
+            def get_ordering_field(self, field_name):
+                order_field = super().get_ordering_field(field_name)
+                if isinstance(order_field, str) and is_personal_lookup(order_field, personal_fields):
+                    return None
+                return order_field
+
+        return GuardedChangeList
+
+
+class PersonalDataAdminMixin(PersonalLookupGuardMixin):
     """Swap personal-data fields for masked read-only displays for staff without the permission.
 
     ``personal_data_fields`` maps a model field to the name of a display method on the admin

@@ -17,7 +17,13 @@ from django.urls import path
 
 from consent.models import Action, Channel, ConsentState, Source
 from consent.services import ConsentDecision, consent_record_bulk
-from core.admin_site import ImportExportAdmin, LargeTableAdminMixin, PersonalDataAdminMixin, masked_display
+from core.admin_site import (
+    ImportExportAdmin,
+    LargeTableAdminMixin,
+    PersonalDataAdminMixin,
+    PersonalLookupGuardMixin,
+    masked_display,
+)
 from core.exports import audience_export_response, customers_export_response
 from core.masking import can_view_personal_data, mask_email, mask_phone
 from core.phones import normalize_email, normalize_phone
@@ -357,7 +363,7 @@ class CustomerAdmin(PersonalDataAdminMixin, LargeTableAdminMixin, admin.ModelAdm
 
 
 @admin.register(ActivityEvent)
-class ActivityEventAdmin(CustomerSearchMixin, LargeTableAdminMixin, admin.ModelAdmin):
+class ActivityEventAdmin(PersonalLookupGuardMixin, CustomerSearchMixin, LargeTableAdminMixin, admin.ModelAdmin):
     list_display = ["occurred_at", "customer", "kind", "amount", "category", "item_ref", "source"]
     list_filter = [KindFilter]
     list_select_related = ["customer"]
@@ -369,7 +375,7 @@ class ActivityEventAdmin(CustomerSearchMixin, LargeTableAdminMixin, admin.ModelA
 
 
 @admin.register(LifecycleTransition)
-class LifecycleTransitionAdmin(CustomerSearchMixin, LargeTableAdminMixin, admin.ModelAdmin):
+class LifecycleTransitionAdmin(PersonalLookupGuardMixin, CustomerSearchMixin, LargeTableAdminMixin, admin.ModelAdmin):
     """Append-only: written by the lifecycle evaluation, never edited."""
 
     list_display = ["at", "customer", "from_state", "to_state", "rule"]
@@ -390,7 +396,7 @@ class LifecycleTransitionAdmin(CustomerSearchMixin, LargeTableAdminMixin, admin.
 
 
 @admin.register(DormancyReason)
-class DormancyReasonAdmin(CustomerSearchMixin, admin.ModelAdmin):
+class DormancyReasonAdmin(PersonalLookupGuardMixin, CustomerSearchMixin, admin.ModelAdmin):
     list_display = ["recorded_at", "customer", "reason", "detail", "source"]
     list_filter = ["reason", "source"]
     list_select_related = ["customer"]

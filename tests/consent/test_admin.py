@@ -8,6 +8,8 @@ import pytest
 from django import forms
 from django.contrib.auth.models import Group
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.contrib import admin
+from django.test import RequestFactory
 from django.urls import reverse
 
 from consent.models import ConsentEvent, ConsentState, SmsReply, Suppression
@@ -21,6 +23,12 @@ def member_of(group_name):
     user = UserFactory(username=group_name.lower())
     user.groups.add(Group.objects.get(name=group_name))
     return user
+
+
+def admin_request(user):
+    request = RequestFactory().get("/admin/")
+    request.user = user
+    return request
 
 
 @pytest.fixture
@@ -273,6 +281,95 @@ def test_sms_replies_are_masked_for_marketer_and_searchable_by_phone(client, mar
     for term in ("13912345678", "p-1"):
         response = client.get(reverse("admin:consent_smsreply_changelist"), {"q": term})
         assert list(response.context["cl"].result_list) == [reply]
-    # the message as received is evidence: read-only on change
+    # the message as received and what it did are evidence: only the customer match is editable
     form = client.get(reverse("admin:consent_smsreply_change", args=[reply.pk])).context["adminform"].form
-    assert "text" not in form.fields and "sender" not in form.fields and "outcome" in form.fields
+    assert list(form.fields) == ["customer"]
+
+
+def test_sms_replies_can_be_neither_added_nor_deleted_even_by_compliance_or_a_superuser(client, compliance):
+    # given a reply that withdrew consent (evidence of the withdrawal)
+    reply = SmsReply.objects.create(sender="+8613912345678", text="TD", outcome="withdraw", provider_id="p-1")
+    root = UserFactory(username="root", is_superuser=True)
+
+    for user in (compliance, root):
+        client.force_login(user)
+        # when they try to add one by hand or delete it
+        add = client.post(reverse("admin:consent_smsreply_add"), {
+            "sender": "+8613900000000", "text": "TD", "outcome": "withdraw", "provider_id": "forged",
+        })
+        delete = client.post(reverse("admin:consent_smsreply_delete", args=[reply.pk]), {"post": "yes"})
+        bulk = client.post(reverse("admin:consent_smsreply_changelist"), {
+            "action": "delete_selected", "_selected_action": [reply.pk], "post": "yes",
+        })
+
+        # then both are refused and the evidence is untouched
+        assert add.status_code == 403 and delete.status_code == 403
+        assert bulk.status_code in (200, 302)  # "no action selected": the action is not offered
+        assert "delete_selected" not in admin.site._registry[SmsReply].get_actions(admin_request(user))
+        assert list(SmsReply.objects.values_list("provider_id", flat=True)) == ["p-1"]
+
+
+def test_compliance_corrects_which_customer_a_reply_matched_but_not_the_reply(client, compliance):
+    # given a reply from a number matched to nobody
+    reply = SmsReply.objects.create(sender="+8613912345678", text="TD", outcome="unknown_sender", provider_id="p-1")
+    customer = CustomerFactory(phone="+8613912345678")
+    client.force_login(compliance)
+
+    # when Compliance links it to the customer and also tries to rewrite the message
+    response = client.post(reverse("admin:consent_smsreply_change", args=[reply.pk]), {
+        "customer": customer.pk, "text": "hello", "sender": "+8613900000000", "outcome": "reply",
+    })
+
+    # then only the match changed
+    assert response.status_code == 302
+    reply.refresh_from_db()
+    assert (reply.customer, reply.text, reply.sender, reply.outcome) == (customer, "TD", "+8613912345678", "unknown_sender")
+
+
+@pytest.mark.parametrize("params", [
+    {"sender__startswith": "+86139"},
+    {"sender": "+8613912345678"},
+    {"sender__regex": "^\\+86139"},
+])
+def test_marketer_cannot_filter_sms_replies_by_sender(client, marketer, compliance, params):
+    SmsReply.objects.create(sender="+8613912345678", text="TD", outcome="withdraw", provider_id="p-1")
+    SmsReply.objects.create(sender="+8613800000000", text="hi", outcome="reply", provider_id="p-2")
+    url = reverse("admin:consent_smsreply_changelist")
+
+    client.force_login(marketer)
+    refused = client.get(url, params)
+    assert refused.status_code == 400
+    assert b"+8613912345678" not in refused.content and b"p-1" not in refused.content
+
+    client.force_login(compliance)
+    allowed = client.get(url, params)
+    assert allowed.status_code == 200
+    assert [r.provider_id for r in allowed.context["cl"].result_list] == ["p-1"]
+
+
+def test_marketer_cannot_filter_suppressions_or_consent_evidence_by_personal_data(client, marketer, compliance):
+    customer = CustomerFactory(email="secret.person@example.com")
+    consent_grant(customer=customer, channel="email", source="signup", notice_version="v1",
+                  evidence={"ip": "203.0.113.77"})
+    consent_grant(customer=CustomerFactory(), channel="email", source="signup", notice_version="v1",
+                  evidence={"ip": "198.51.100.1"})
+    SuppressionFactory(channel="email", address="secret.person@example.com")
+    SuppressionFactory(channel="email", address="other@example.com")
+    probes = [
+        (reverse("admin:consent_suppression_changelist"), {"address__startswith": "secret.p"}),
+        (reverse("admin:consent_consentevent_changelist"), {"evidence__ip__startswith": "203.0"}),
+        (reverse("admin:consent_consentevent_changelist"), {"evidence__ip": "203.0.113.77"}),
+        (reverse("admin:consent_consentstate_changelist"), {"customer__email__startswith": "secret.p"}),
+    ]
+
+    client.force_login(marketer)
+    for url, params in probes:
+        response = client.get(url, params)
+        assert response.status_code == 400, (url, params)
+        assert customer.external_id.encode() not in response.content
+
+    client.force_login(compliance)
+    suppressions = client.get(probes[0][0], probes[0][1])
+    assert [s.address for s in suppressions.context["cl"].result_list] == ["secret.person@example.com"]
+    events = client.get(probes[1][0], probes[1][1])
+    assert [e.customer for e in events.context["cl"].result_list] == [customer]

@@ -145,7 +145,7 @@ def test_compliance_permissions_match_the_issue(client, world):
 
     assert status("consent_consentevent_add") == 200
     assert status("consent_suppression_add") == 200
-    assert status("consent_smsreply_add") == 200
+    assert status("consent_smsreply_add") == 403  # replies arrive from the gateway only
     assert status("reactivation_customer_change", world.pk) == 200
     assert status("reactivation_customer_add") == 403
     assert status("reactivation_segment_add") == 403
@@ -236,3 +236,163 @@ def test_every_registered_admin_url_reverses():
             reverse(f"admin:{model._meta.app_label}_{model._meta.model_name}_changelist")
         except NoReverseMatch:  # pragma: no cover - the assertion message names the model
             pytest.fail(f"{model._meta.label} has no changelist URL")
+
+
+# Filtering and sorting by personal data through the URL ----------------------------------------
+
+
+def _delivery_to(customer, address):
+    from campaigns.models import CampaignRun, Delivery
+    from tests.factories import CampaignFactory
+
+    campaign = CampaignFactory()
+    run = CampaignRun.objects.create(campaign=campaign, number=1, started_at=timezone.now())
+    return Delivery.objects.create(campaign=campaign, run=run, customer=customer, channel="email", address=address)
+
+
+PERSONAL_PROBES = [
+    ("reactivation_customer_changelist", {"email__startswith": "secret.p"}),
+    ("reactivation_customer_changelist", {"email": SECRET_EMAIL}),
+    ("reactivation_customer_changelist", {"phone__startswith": "+86139"}),
+    ("reactivation_customer_changelist", {"phone__contains": "1234"}),
+    ("campaigns_delivery_changelist", {"address__startswith": "secret.p"}),
+    ("campaigns_delivery_changelist", {"customer__email__startswith": "secret.p"}),
+    ("consent_suppression_changelist", {"address__startswith": "secret.p"}),
+    ("consent_smsreply_changelist", {"sender__startswith": "+86139"}),
+    ("consent_consentevent_changelist", {"evidence__ip__startswith": "203.0"}),
+    ("consent_consentevent_changelist", {"customer__phone__startswith": "+86139"}),
+    ("consent_consentstate_changelist", {"customer__email__startswith": "secret.p"}),
+    ("reactivation_activityevent_changelist", {"customer__email__startswith": "secret.p"}),
+]
+
+
+@pytest.mark.parametrize("name, params", PERSONAL_PROBES)
+def test_marketer_cannot_filter_any_list_by_personal_data(client, world, name, params):
+    # given a Marketer, who sees email, phone, addresses and evidence masked
+    _delivery_to(world, SECRET_EMAIL)
+    client.force_login(staff("Marketer"))
+
+    # when they narrow a list by a prefix of someone's personal data in the URL
+    response = client.get(reverse(f"admin:{name}"), params)
+
+    # then Django refuses the lookup (DisallowedModelAdminLookup: 400), listing nobody
+    assert response.status_code == 400, (name, params)
+    assert world.external_id.encode() not in response.content
+    assert response.context is None or "cl" not in response.context
+
+
+ALLOWED_PROBES = [
+    ("reactivation_customer_changelist", {"email__startswith": "secret.p"}),
+    ("reactivation_customer_changelist", {"phone__startswith": "+86139"}),
+    ("consent_suppression_changelist", {"address__startswith": "secret.p"}),
+    ("consent_smsreply_changelist", {"sender__startswith": "+86139"}),
+    ("consent_consentevent_changelist", {"evidence__ip__startswith": "203.0"}),
+]
+
+
+def _is_about_the_secret_person(row, person):
+    if isinstance(row, Customer):
+        return row.pk == person.pk
+    if getattr(row, "customer_id", None) is not None:
+        return row.customer_id == person.pk
+    return row.address in (SECRET_EMAIL, SECRET_PHONE)
+
+
+@pytest.mark.parametrize("group_name, name, params", [
+    *[("Compliance", name, params) for name, params in ALLOWED_PROBES],
+    *[(None, name, params) for name, params in ALLOWED_PROBES],
+    # Compliance does not see deliveries at all; a superuser filters them.
+    (None, "campaigns_delivery_changelist", {"address__startswith": "secret.p"}),
+])
+def test_staff_who_may_see_personal_data_keep_filtering_by_it(client, world, group_name, name, params):
+    # given someone else whose data does not match, and staff with view_personal_data
+    other = CustomerFactory(email="other@example.com", phone="+8613800000000")
+    consent_grant(customer=other, channel="email", source="signup", notice_version="v1", evidence={"ip": "198.51.100.1"})
+    SuppressionFactory(channel="email", address="other@example.com")
+    SmsReply.objects.create(sender="+8613800000000", text="hi", customer=other, outcome="reply")
+    _delivery_to(world, SECRET_EMAIL)
+    _delivery_to(other, "other@example.com")
+    client.force_login(staff(group_name, superuser=group_name is None))
+
+    # when they filter by it
+    response = client.get(reverse(f"admin:{name}"), params)
+
+    # then the list narrows to the matching person's rows
+    assert response.status_code == 200
+    rows = list(response.context["cl"].result_list)
+    assert rows and all(_is_about_the_secret_person(row, world) for row in rows), rows
+
+
+def _column(response, name):
+    return response.context["cl"].list_display.index(name)
+
+
+def test_marketer_cannot_sort_customers_by_email_or_phone(client):
+    # given two customers whose id order is the reverse of their email order
+    first = CustomerFactory(email="aaa@example.com", phone="+8613800000001")
+    second = CustomerFactory(email="zzz@example.com", phone="+8613800000002")
+    url = reverse("admin:reactivation_customer_changelist")
+    client.force_login(staff("Marketer"))
+    listing = client.get(url)
+    assert "masked_email" not in listing.context["cl"].sortable_by
+    assert "masked_phone" not in listing.context["cl"].sortable_by
+
+    for column in ("masked_email", "masked_phone"):
+        # when a Marketer asks for the list sorted by the masked column anyway
+        response = client.get(url, {"o": str(_column(listing, column))})
+        # then the ordering is ignored: the default newest-first order stays
+        assert response.status_code == 200
+        assert list(response.context["cl"].result_list) == [second, first]
+        assert "email" not in str(response.context["cl"].queryset.query.order_by)
+
+    # and the ascending/descending variants of it are ignored too
+    response = client.get(url, {"o": f"-{_column(listing, 'masked_email')}"})
+    assert list(response.context["cl"].result_list) == [second, first]
+
+
+def test_compliance_sorts_customers_by_email(client):
+    first = CustomerFactory(email="zzz@example.com")
+    second = CustomerFactory(email="aaa@example.com")
+    url = reverse("admin:reactivation_customer_changelist")
+    client.force_login(staff("Compliance"))
+    listing = client.get(url)
+    assert "email" in listing.context["cl"].sortable_by
+
+    response = client.get(url, {"o": str(_column(listing, "email"))})
+
+    assert list(response.context["cl"].result_list) == [second, first]
+
+
+def test_marketer_cannot_sort_deliveries_by_address(client):
+    older = _delivery_to(CustomerFactory(), "aaa@example.com")
+    newer = _delivery_to(CustomerFactory(), "zzz@example.com")
+    url = reverse("admin:campaigns_delivery_changelist")
+    client.force_login(staff("Marketer"))
+    listing = client.get(url)
+    default = list(listing.context["cl"].result_list)
+
+    response = client.get(url, {"o": f"-{_column(listing, 'masked_address')}"})
+    assert list(response.context["cl"].result_list) == default
+    assert "masked_address" not in response.context["cl"].sortable_by
+
+    client.force_login(staff(superuser=True))
+    listing = client.get(url)
+    response = client.get(url, {"o": str(_column(listing, "address"))})
+    assert list(response.context["cl"].result_list) == [older, newer]
+    response = client.get(url, {"o": f"-{_column(listing, 'address')}"})
+    assert list(response.context["cl"].result_list) == [newer, older]
+
+
+def test_every_admin_with_personal_data_or_customers_guards_lookups():
+    """A model admin registered later with an email/phone/address/sender/evidence field, or a
+    customer foreign key, must refuse those lookups to staff without the permission."""
+    from core.admin_site import PersonalLookupGuardMixin, PERSONAL_DATA_FIELD_NAMES
+
+    unguarded = []
+    for model, model_admin in admin.site._registry.items():
+        if model._meta.app_label in ("auth", "django_celery_beat"):
+            continue
+        names = {field.name for field in model._meta.get_fields()}
+        if names & (PERSONAL_DATA_FIELD_NAMES | {"customer"}) and not isinstance(model_admin, PersonalLookupGuardMixin):
+            unguarded.append(model.__name__)
+    assert unguarded == []
