@@ -188,10 +188,8 @@ class CustomerImportResult:
 
     @property
     def summary(self) -> str:
-        summary = f"created={self.created} updated={self.updated} unchanged={self.unchanged} invalid={self.invalid}"
-        if self.consent_refused:
-            summary += f" consent_refused={self.consent_refused}"
-        return summary
+        # The issue fixes this line's format; refused consent grants are reported on stderr.
+        return f"created={self.created} updated={self.updated} unchanged={self.unchanged} invalid={self.invalid}"
 
 
 @dataclass

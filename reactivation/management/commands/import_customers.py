@@ -34,4 +34,9 @@ class Command(BaseCommand):
             raise cli.unusable(exc) from None
         if result.invalid:
             self.stderr.write(f"{result.invalid} rows were not imported; see {errors_path}")
+        if result.consent_refused:
+            self.stderr.write(
+                f"{result.consent_refused} consent grants were not applied: the customers had withdrawn "
+                f"themselves; see {errors_path}"
+            )
         self.stdout.write(result.summary)
