@@ -14,11 +14,14 @@ once, ever — a customer who holds any grant of it, redeemed, unredeemed or exp
 second one — and can redeem it at most once.
 """
 
+import contextlib
 import csv
 import io
 import logging
 import re
 import secrets
+import shutil
+import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
@@ -336,18 +339,40 @@ class RedemptionImportResult:
         return f"created={self.created} refused={self.refused} invalid={self.invalid}"
 
 
+# Redemption.order_amount is numeric(14, 2): 12 digits before the point, 2 after.
+ORDER_AMOUNT_MAX = Decimal("999999999999.99")
+
+
+def _parse_amount(text: str) -> Decimal | None:
+    """A CSV order amount ("1,299.00" allowed), or ValueError with a message for the report.
+
+    Decimal() accepts "NaN", "Infinity" and "1e30"; they are refused here rather than crashing on
+    a comparison (InvalidOperation) or failing the INSERT mid-file on PostgreSQL.
+    """
+    text = text.strip().replace(",", "")
+    if not text:
+        return None
+    try:
+        amount = Decimal(text)
+    except InvalidOperation:
+        raise ValueError(f"order_amount {text!r} is not a number.") from None
+    if not amount.is_finite():
+        raise ValueError(f"order_amount {text!r} is not a finite number.")
+    if amount < 0:
+        raise ValueError("order_amount must not be negative.")
+    if amount > ORDER_AMOUNT_MAX:
+        raise ValueError(f"order_amount must not exceed {ORDER_AMOUNT_MAX}.")
+    if amount != amount.quantize(Decimal("0.01")):
+        raise ValueError("order_amount must have at most 2 decimal places.")
+    return amount
+
+
 def _parse_row(row: dict) -> dict:
     code = (row.get("code") or "").strip()
     external_id = (row.get("external_id") or "").strip()
     if not code or not external_id:
         raise ValueError("code and external_id are required.")
-    amount_text = (row.get("order_amount") or "").strip().replace(",", "")
-    try:
-        amount = Decimal(amount_text) if amount_text else None
-    except InvalidOperation:
-        raise ValueError(f"order_amount {amount_text!r} is not a number.") from None
-    if amount is not None and amount < 0:
-        raise ValueError("order_amount must not be negative.")
+    amount = _parse_amount(row.get("order_amount") or "")
     at_text = (row.get("at") or "").strip()
     at = None
     if at_text:
@@ -361,42 +386,87 @@ def _parse_row(row: dict) -> dict:
             "order_ref": (row.get("order_ref") or "").strip()[:100], "at": at, "category": category}
 
 
+_CSV_ENCODINGS = ("utf-8-sig", "gb18030")  # UTF-8 (with or without BOM), else Excel in China
+
+
+def _csv_rows(file, encoding: str | None):
+    """Yield (line, row dict) from the CSV, streamed: only one row is in memory at a time.
+
+    Binary files are decoded through a TextIOWrapper that is detached afterwards, so the caller's
+    file stays open. Raises ValueError for a missing header or a malformed CSV.
+    """
+    text = io.TextIOWrapper(file, encoding=encoding, newline="") if encoding else file
+    try:
+        reader = csv.DictReader(text)
+        try:
+            headers = [h.strip().lower() for h in (reader.fieldnames or [])]
+            if "code" not in headers or "external_id" not in headers:
+                raise ValueError("The CSV needs a header row with at least code and external_id.")
+            reader.fieldnames = headers
+            for index, row in enumerate(reader):
+                yield index + 2, row  # the header is line 1
+        except csv.Error as exc:
+            raise ValueError(f"Line {reader.line_num}: {exc}") from None
+    finally:
+        if encoding:
+            text.detach()
+
+
+def _seekable(file):
+    """The file itself when it can be read twice, else a spooled copy (memory-bounded)."""
+    if getattr(file, "seekable", lambda: False)():
+        return file
+    copy = tempfile.SpooledTemporaryFile(max_size=8 * 1024 * 1024, mode="w+b" if isinstance(file.read(0), bytes)
+                                         else "w+")
+    shutil.copyfileobj(file, copy)
+    copy.seek(0)
+    return copy
+
+
 def redemptions_import_csv(*, file, source: str = "import", max_rows: int = 1_000_000) -> RedemptionImportResult:
     """Record the redemptions listed in a CSV (header: code, external_id[, order_amount, order_ref, at, category]).
 
     Each row goes through ``redemption_record`` so the single-use guarantee holds exactly as
     for the API; refused and malformed rows are reported with their line number, not dropped.
     ``file`` is a binary or text file object; UTF-8 (with or without BOM) or GB18030 (Excel in China).
+
+    The file is streamed twice: a first pass picks the encoding, checks the header and CSV syntax
+    and counts the rows, so a file over ``max_rows`` (ValueError) redeems nothing; the second pass
+    records. Raises ValueError for a bad header, a malformed CSV or too many rows, and
+    UnicodeDecodeError when the file is neither UTF-8 nor GB18030; nothing is recorded then.
     """
-    raw = file.read()
-    if isinstance(raw, bytes):
+    file = _seekable(file)
+    start = file.tell()
+    encodings = _CSV_ENCODINGS if isinstance(file.read(0), bytes) else (None,)
+    for encoding in encodings:
+        file.seek(start)
         try:
-            text = raw.decode("utf-8-sig")
+            # closing(): the generator's finally detaches the wrapper at once, even on an early exit.
+            with contextlib.closing(_csv_rows(file, encoding)) as rows:
+                for count, _ in enumerate(rows, start=1):
+                    if count > max_rows:
+                        raise ValueError(f"The file has more than {max_rows} rows; nothing was imported.")
+            break
         except UnicodeDecodeError:
-            text = raw.decode("gb18030")
-    else:
-        text = raw
-    reader = csv.DictReader(io.StringIO(text))
-    headers = [h.strip().lower() for h in (reader.fieldnames or [])]
-    if "code" not in headers or "external_id" not in headers:
-        raise ValueError("The CSV needs a header row with at least code and external_id.")
-    reader.fieldnames = headers
+            if encoding == encodings[-1]:
+                raise
+    file.seek(start)
     result = RedemptionImportResult()
-    for index, row in enumerate(reader):
-        line = index + 2  # the header is line 1
-        if index >= max_rows:
-            raise ValueError(f"The file has more than {max_rows} rows.")
-        try:
-            values = _parse_row(row)
-        except ValueError as exc:
-            result.invalid += 1
-            result.errors.append({"line": line, "code": row.get("code", ""), "reason": "invalid", "message": str(exc)})
-            continue
-        try:
-            redemption_record(**values, source=source)
-        except RedemptionRefused as exc:
-            result.refused += 1
-            result.errors.append({"line": line, "code": values["code"], "reason": exc.reason, "message": exc.message})
-            continue
-        result.created += 1
+    with contextlib.closing(_csv_rows(file, encoding)) as rows:
+        for line, row in rows:
+            try:
+                values = _parse_row(row)
+            except ValueError as exc:
+                result.invalid += 1
+                result.errors.append({"line": line, "code": row.get("code", ""), "reason": "invalid",
+                                      "message": str(exc)})
+                continue
+            try:
+                redemption_record(**values, source=source)
+            except RedemptionRefused as exc:
+                result.refused += 1
+                result.errors.append({"line": line, "code": values["code"], "reason": exc.reason,
+                                      "message": exc.message})
+                continue
+            result.created += 1
     return result

@@ -353,3 +353,112 @@ def test_csv_import_records_good_rows_and_reports_each_bad_one():
 def test_csv_import_needs_code_and_external_id_columns():
     with pytest.raises(ValueError, match="code and external_id"):
         redemptions_import_csv(file=io.BytesIO(b"coupon,customer\nA,B\n"))
+
+
+# CSV import: amounts, row limit, streaming (review) -----------------------------------------
+
+
+@pytest.mark.parametrize(
+    "amount, message",
+    [
+        ("NaN", "not a finite number"),
+        ("sNaN", "not a finite number"),
+        ("Infinity", "not a finite number"),
+        ("-inf", "not a finite number"),
+        ("1e30", "must not exceed"),
+        ("1000000000000", "must not exceed"),  # 13 digits: over numeric(14, 2)
+        ("-0.01", "must not be negative"),
+        ("1.005", "2 decimal places"),
+        ("12abc", "not a number"),
+    ],
+)
+def test_csv_import_reports_a_bad_amount_as_invalid_and_goes_on(amount, message):
+    # given a bad amount between two good rows
+    first, bad, last = grant_for(), grant_for(), grant_for()
+    csv_text = (
+        "code,external_id,order_amount\n"
+        f"{first.code},{first.customer.external_id},10\n"
+        f"{bad.code},{bad.customer.external_id},{amount}\n"
+        f"{last.code},{last.customer.external_id},999999999999.99\n"
+    )
+    # when imported
+    result = redemptions_import_csv(file=io.BytesIO(csv_text.encode()))
+    # then the bad row is reported and the others recorded (the largest amount the column holds included)
+    assert result.summary() == "created=2 refused=0 invalid=1"
+    assert [(e["line"], e["reason"]) for e in result.errors] == [(3, "invalid")]
+    assert message in result.errors[0]["message"]
+    assert dict(Redemption.objects.values_list("grant_id", "order_amount")) == {
+        first.pk: Decimal("10.00"), last.pk: Decimal("999999999999.99")}
+
+
+def test_csv_import_over_the_row_limit_changes_nothing():
+    grants = [grant_for() for _ in range(3)]
+    csv_text = "code,external_id\n" + "".join(f"{g.code},{g.customer.external_id}\n" for g in grants)
+    with pytest.raises(ValueError, match="more than 2 rows"):
+        redemptions_import_csv(file=io.BytesIO(csv_text.encode()), max_rows=2)
+    assert not Redemption.objects.exists()
+    # exactly at the limit is fine
+    assert redemptions_import_csv(file=io.BytesIO(csv_text.encode()), max_rows=3).created == 3
+
+
+def test_csv_import_streams_the_file_and_leaves_it_open():
+    # given a binary file whose whole-file read() is forbidden
+    grant = grant_for()
+    data = f"\ufeffcode,external_id,order_amount\n{grant.code},{grant.customer.external_id},5\n".encode()
+
+    class NoWholeRead(io.BytesIO):
+        def read(self, size=-1):
+            assert size is not None and size >= 0, "the whole file was read at once"
+            return super().read(size)
+
+    file = NoWholeRead(data)
+    result = redemptions_import_csv(file=file)
+    assert result.summary() == "created=1 refused=0 invalid=0"
+    assert not file.closed  # the text wrapper was detached, not closed with the file
+
+
+def test_csv_import_reads_gb18030_even_when_only_a_late_row_is_not_utf8():
+    # given a file that is valid UTF-8 (ASCII) for thousands of lines, then a GB18030 row
+    grant = grant_for()
+    lines = ["code,external_id,order_ref"] + [f"NOPE{i},nobody,x" for i in range(5000)]
+    lines.append(f"{grant.code},{grant.customer.external_id},订单7")
+    result = redemptions_import_csv(file=io.BytesIO(("\n".join(lines) + "\n").encode("gb18030")))
+    assert (result.created, result.refused) == (1, 5000)
+    assert Redemption.objects.get().order_ref == "订单7"
+
+
+def test_csv_import_takes_django_uploads_text_and_unseekable_files(settings, tmp_path):
+    from django.core.files.uploadedfile import SimpleUploadedFile, TemporaryUploadedFile
+
+    grants = [grant_for() for _ in range(4)]
+
+    def csv_for(grant):
+        return f"code,external_id\n{grant.code},{grant.customer.external_id}\n"
+
+    in_memory = SimpleUploadedFile("r.csv", csv_for(grants[0]).encode())
+    on_disk = TemporaryUploadedFile("r.csv", "text/csv", 0, "utf-8")
+    on_disk.write(csv_for(grants[1]).encode())
+    on_disk.seek(0)
+
+    class Pipe(io.RawIOBase):  # a stream that cannot seek, like stdin
+        def __init__(self, data):
+            self._source = io.BytesIO(data)
+
+        def readable(self):
+            return True
+
+        def readinto(self, buffer):
+            return self._source.readinto(buffer)
+
+    files = [in_memory, on_disk, io.StringIO(csv_for(grants[2])), io.BufferedReader(Pipe(csv_for(grants[3]).encode()))]
+    assert [redemptions_import_csv(file=f).created for f in files] == [1, 1, 1, 1]
+    assert Redemption.objects.count() == 4
+    on_disk.close()
+
+
+def test_csv_import_reports_a_malformed_csv_before_recording_anything():
+    grant = grant_for()
+    csv_text = f'code,external_id\n{grant.code},{grant.customer.external_id}\n"x' + "y" * 200_000 + '",z\n'
+    with pytest.raises(ValueError, match="Line"):
+        redemptions_import_csv(file=io.BytesIO(csv_text.encode()))
+    assert not Redemption.objects.exists()
