@@ -1,22 +1,14 @@
 """django-import-export resources for offers and message templates.
 
-Rows are matched by ``name``. Every exported cell is neutralized against formula injection
-(core.csv_safety). Imported offers go through the model's ``clean``; imported templates must
+Rows are matched by ``name``. Every exported cell and header is neutralized against formula
+injection and datetimes read every form our imports accept (core.exports.SafeModelResource). Imported offers go through the model's ``clean``; imported templates must
 render, exactly as when saved in the admin. Counters (``granted_count``) are exported but never
 imported: only grants move them.
 """
 
-from import_export import resources
-
 from campaigns.models import MessageTemplate, Offer
 from campaigns.rendering import TemplateRenderError, validate_template
-from core.csv_safety import neutralize_row
-
-
-class SafeExportMixin:
-    def export_resource(self, instance, selected_fields=None, **kwargs):
-        return neutralize_row(super().export_resource(instance, selected_fields, **kwargs))
-
+from core.exports import SafeModelResource
 
 OFFER_FIELDS = (
     "name", "kind", "description", "discount_type", "discount_value", "min_spend", "category", "valid_days",
@@ -25,7 +17,7 @@ OFFER_FIELDS = (
 )
 
 
-class OfferResource(SafeExportMixin, resources.ModelResource):
+class OfferResource(SafeModelResource):
     class Meta:
         model = Offer
         import_id_fields = ("name",)
@@ -43,7 +35,7 @@ class OfferResource(SafeExportMixin, resources.ModelResource):
         super().import_field(field, instance, row, is_m2m=is_m2m, **kwargs)
 
 
-class MessageTemplateResource(SafeExportMixin, resources.ModelResource):
+class MessageTemplateResource(SafeModelResource):
     class Meta:
         model = MessageTemplate
         import_id_fields = ("name",)

@@ -109,7 +109,11 @@ class PersonalLookupGuardMixin:
         if can_view_personal_data(request.user):
             return sortable
         personal = self._personal_names()
-        return [name for name in sortable if name not in personal and not is_personal_lookup(name)]
+        # list_display (the default sortable_by) may hold callables: only names can be personal.
+        return [
+            name for name in sortable
+            if not isinstance(name, str) or (name not in personal and not is_personal_lookup(name))
+        ]
 
     def get_changelist(self, request, **kwargs):
         ChangeList = super().get_changelist(request, **kwargs)
