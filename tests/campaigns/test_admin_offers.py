@@ -320,3 +320,66 @@ def test_in_app_templates_preview_without_test_send(admin_client):
     assert response.context["message"].title == "品牌 想你了"
     assert response.context["can_send"] is False
     assert admin_client.post(preview_url(template), {"to": "a@example.com", "send_test": "1"}).status_code == 403
+
+
+# Offer import/export through the shared ImportExportAdmin ------------------------------------
+
+
+def _export_offers_csv(client):
+    import csv
+
+    from django import forms
+
+    url = reverse("admin:campaigns_offer_export")
+    form = client.get(url).context["form"]
+    ticked = {name: "on" for name, field in form.fields.items() if isinstance(field, forms.BooleanField)}
+    response = client.post(url, {"format": "0", "resource": "0", **ticked})
+    assert response.status_code == 200
+    text = response.content.decode("utf-8")
+    return text, list(csv.reader(io.StringIO(text.removeprefix("\ufeff"))))
+
+
+def test_offer_export_neutralizes_every_formula_cell(admin_client):
+    # given an offer whose text fields were typed by someone planting spreadsheet formulas
+    OfferFactory(
+        name="=HYPERLINK(\"http://evil.example\",\"click\")", description="+1+cmd|' /C calc'!A0",
+        category="@SUM(A1:A9)", kind="access", access_title="-2+3", access_url="https://example.com/x",
+    )
+
+    # when it is exported from the admin as CSV
+    text, rows = _export_offers_csv(admin_client)
+
+    # then the file is UTF-8 with a BOM (Excel reads Chinese) and no cell starts a formula
+    assert text.startswith("\ufeff")
+    header, row = rows
+    offer = dict(zip(header, row))
+    assert offer["name"] == "'=HYPERLINK(\"http://evil.example\",\"click\")"
+    assert offer["description"] == "'+1+cmd|' /C calc'!A0"
+    assert offer["category"] == "'@SUM(A1:A9)"
+    assert offer["access_title"] == "'-2+3"
+    assert all(not cell.startswith(("=", "+", "-", "@", "\t", "\r")) for cell in header + row)
+
+
+def test_offer_import_reads_a_gbk_file_through_the_shared_storage(admin_client, settings, tmp_path):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from campaigns.models import Offer
+
+    # given a CSV saved by Excel on Chinese Windows (GBK), uploads kept in MEDIA_ROOT
+    settings.MEDIA_ROOT = str(tmp_path)
+    content = (
+        "name,kind,description,discount_type,discount_value,valid_days,usage_mode,is_active\n"
+        "春季回归券,coupon,满100减20,amount,20,14,single_use,1\n"
+    ).encode("gbk")
+
+    # when it is previewed and confirmed
+    preview = admin_client.post(reverse("admin:campaigns_offer_import"), {
+        "format": "0", "resource": "0", "import_file": SimpleUploadedFile("offers.csv", content),
+    })
+    confirm_form = preview.context["confirm_form"]
+    assert any(tmp_path.rglob("*")), "the upload waits in MEDIA_ROOT, readable by every web process"
+    admin_client.post(reverse("admin:campaigns_offer_process_import"), confirm_form.initial, follow=True)
+
+    # then the offer is created with its Chinese text intact
+    offer = Offer.objects.get(name="春季回归券")
+    assert (offer.description, offer.discount_value, offer.granted_count) == ("满100减20", 20, 0)
