@@ -16,7 +16,7 @@ from django.utils.html import format_html
 from campaigns import services
 from campaigns.models import Campaign, CampaignRun, ChannelPolicy, ContactPolicy, Delivery
 from consent.models import Channel
-from core.admin_site import PersonalDataAdminMixin, masked_display
+from core.admin_site import PersonalDataAdminMixin, ReadOnlyAdminMixin, masked_display
 from core.masking import mask_address
 from core.paginator import EstimatedCountPaginator
 
@@ -177,19 +177,8 @@ class CampaignAdmin(admin.ModelAdmin):
         return super().change_view(request, object_id, form_url, extra_context)
 
 
-class ReadOnlyMixin:
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
-
 @admin.register(CampaignRun)
-class CampaignRunAdmin(ReadOnlyMixin, admin.ModelAdmin):
+class CampaignRunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ["__str__", "status", "trigger", "started_at", "finished_at", "targeted", "sent", "skipped_consent",
                     "skipped_suppressed", "skipped_cap", "skipped_reentry", "skipped_budget", "deferred_quiet", "holdout",
                     "failed", "deliveries_link"]
@@ -204,7 +193,7 @@ class CampaignRunAdmin(ReadOnlyMixin, admin.ModelAdmin):
 
 
 @admin.register(Delivery)
-class DeliveryAdmin(PersonalDataAdminMixin, ReadOnlyMixin, admin.ModelAdmin):
+class DeliveryAdmin(PersonalDataAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ["id", "campaign", "run_number", "customer_ref", "channel", "address", "status", "skip_reason",
                     "attempts", "not_before", "sent_at", "opened_at"]
     list_filter = ["status", "skip_reason", "channel"]

@@ -43,7 +43,7 @@ from campaigns.rendering import (
 from campaigns.resources import MessageTemplateResource, OfferResource
 from campaigns.sms_length import sms_parts
 from consent.models import Channel
-from core.admin_site import ImportExportAdmin, PersonalLookupGuardMixin
+from core.admin_site import ImportExportAdmin, PersonalLookupGuardMixin, ReadOnlyAdminMixin
 from core.masking import mask_email, mask_phone
 from core.paginator import EstimatedCountPaginator
 from core.phones import normalize_phone
@@ -67,18 +67,9 @@ def mask_code(code: str | None) -> str:
     return head + "-" + "-".join("****" for _ in rest.split("-")) if rest else "****"
 
 
-class ReadOnlyAdmin(PersonalLookupGuardMixin, admin.ModelAdmin):
+class ReadOnlyAdmin(ReadOnlyAdminMixin, PersonalLookupGuardMixin, admin.ModelAdmin):
     paginator = EstimatedCountPaginator
     show_full_result_count = False
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 # Offers -------------------------------------------------------------------------------------

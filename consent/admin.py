@@ -14,6 +14,7 @@ from consent.models import Action, Channel, ConsentEvent, ConsentState, Source, 
 from consent.resources import SuppressionResource
 from consent.services import consent_grant, consent_withdraw, normalize_address, suppression_add
 from core.admin_site import (
+    ReadOnlyAdminMixin,
     ImportExportAdmin,
     LargeTableAdminMixin,
     PersonalDataAdminMixin,
@@ -109,7 +110,7 @@ class ConsentEventAdmin(PersonalDataAdminMixin, CustomerSearchMixin, LargeTableA
 
 
 @admin.register(ConsentState)
-class ConsentStateAdmin(PersonalLookupGuardMixin, CustomerSearchMixin, LargeTableAdminMixin, admin.ModelAdmin):
+class ConsentStateAdmin(ReadOnlyAdminMixin, PersonalLookupGuardMixin, CustomerSearchMixin, LargeTableAdminMixin, admin.ModelAdmin):
     """Derived from the ledger in the same transaction as each event: read-only for everyone."""
 
     list_display = ["customer", "channel", "status", "source", "notice_version", "changed_at"]
@@ -119,14 +120,6 @@ class ConsentStateAdmin(PersonalLookupGuardMixin, CustomerSearchMixin, LargeTabl
     sortable_by = []
     ordering = ["-id"]
 
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 class SuppressionForm(forms.ModelForm):

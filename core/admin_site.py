@@ -232,3 +232,16 @@ class ImportExportAdmin(ImportExportModelAdmin):
 
     def get_resource_kwargs(self, request, *args, **kwargs):
         return {**super().get_resource_kwargs(request, *args, **kwargs), "user": request.user}
+
+
+class ReadOnlyAdminMixin:
+    """For append-only history and derived state: visible, never added, edited or deleted here."""
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False

@@ -18,6 +18,7 @@ from django.urls import path
 from consent.models import Action, Channel, ConsentState, Source
 from consent.services import ConsentDecision, consent_record_bulk
 from core.admin_site import (
+    ReadOnlyAdminMixin,
     ImportExportAdmin,
     LargeTableAdminMixin,
     PersonalDataAdminMixin,
@@ -375,7 +376,7 @@ class ActivityEventAdmin(PersonalLookupGuardMixin, CustomerSearchMixin, LargeTab
 
 
 @admin.register(LifecycleTransition)
-class LifecycleTransitionAdmin(PersonalLookupGuardMixin, CustomerSearchMixin, LargeTableAdminMixin, admin.ModelAdmin):
+class LifecycleTransitionAdmin(ReadOnlyAdminMixin, PersonalLookupGuardMixin, CustomerSearchMixin, LargeTableAdminMixin, admin.ModelAdmin):
     """Append-only: written by the lifecycle evaluation, never edited."""
 
     list_display = ["at", "customer", "from_state", "to_state", "rule"]
@@ -385,14 +386,6 @@ class LifecycleTransitionAdmin(PersonalLookupGuardMixin, CustomerSearchMixin, La
     sortable_by = ["at"]
     ordering = ["-at"]
 
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 @admin.register(DormancyReason)
