@@ -207,6 +207,8 @@ if ANYMAIL_WEBHOOK_SECRET and (":" not in ANYMAIL_WEBHOOK_SECRET or len(ANYMAIL_
     raise ImproperlyConfigured("ANYMAIL_WEBHOOK_SECRET must be 'user:password', at least 16 characters in all.")
 ANYMAIL = {"WEBHOOK_SECRET": ANYMAIL_WEBHOOK_SECRET}
 LIST_UNSUBSCRIBE_MAILTO = env_str("LIST_UNSUBSCRIBE_MAILTO", "")
+# SMTP sessions one worker process spreads a batch of email over (one thread each).
+EMAIL_SEND_CONCURRENCY = env_int("EMAIL_SEND_CONCURRENCY", 4, minimum=1)
 CAMPAIGN_MAX_ATTEMPTS = env_int("CAMPAIGN_MAX_ATTEMPTS", 5, minimum=1)
 CAMPAIGN_RETRY_BASE_SECONDS = env_int("CAMPAIGN_RETRY_BASE_SECONDS", 60, minimum=1)
 SMS_WEBHOOK_SECRET = env_str("SMS_WEBHOOK_SECRET", "")

@@ -99,6 +99,7 @@ def test_debug_on_needs_nothing_else(production_env):
         ("SMS_BACKEND", "carrier-pigeon", "SMS_BACKEND must be one of console, file, http"),
         ("SMS_BACKEND", "http", "SMS_HTTP_URL must be the gateway's http(s) URL"),
         ("SMS_HTTP_TIMEOUT", "soon", "SMS_HTTP_TIMEOUT must be an integer"),
+        ("EMAIL_SEND_CONCURRENCY", "0", "EMAIL_SEND_CONCURRENCY must be at least 1"),
         ("CAMPAIGN_MAX_ATTEMPTS", "0", "CAMPAIGN_MAX_ATTEMPTS must be at least 1"),
         ("LOG_LEVEL", "LOUD", "LOG_LEVEL must be one of"),
         ("CONN_MAX_AGE", "forever", "CONN_MAX_AGE must be an integer"),
