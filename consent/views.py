@@ -8,18 +8,21 @@ compiled catalogs being present on the server.
 import hashlib
 import hmac
 import logging
+from datetime import timedelta
 
 from django.conf import settings
 from django.http import HttpResponse, JsonResponse
 from django.http.multipartparser import MultiPartParserError
 from django.shortcuts import render
 from django.urls import reverse
+from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_http_methods, require_POST
 
 from consent import services
 from consent.forms import PreferencesForm
+from consent.keywords import SmsIntent, sms_intent
 from consent.models import Channel, ConsentState, Source, Suppression
 from core.masking import mask_email, mask_phone
 from core.tokens import BadToken, unsubscribe_token_read
@@ -257,6 +260,13 @@ def preferences(request, token: str):
     return _no_leak(_in_language(response, strings))
 
 
+GRANT_FRESHNESS = timedelta(minutes=15)
+
+
+def _recent(received_at) -> bool:
+    return received_at is not None and abs(timezone.now() - received_at) <= GRANT_FRESHNESS
+
+
 @csrf_exempt
 @require_POST
 def sms_inbound(request):
@@ -284,7 +294,16 @@ def sms_inbound(request):
     except ValueError:
         logger.warning("sms_inbound_refused reason=bad_received_at")
         return JsonResponse({"error": "received_at must be an ISO 8601 date and time."}, status=400)
-    reply = services.sms_reply_record(
-        sender=sender, text=text, provider_id=request.POST.get("id", "")[:100], received_at=received_at
-    )
+    provider_id = request.POST.get("id", "")[:100]
+    # The signature covers the body only, so a captured request can be sent again. Replaying a
+    # STOP is harmless; replaying a START would re-grant consent. A grant therefore needs the
+    # provider's message id (recorded once per id) or a received_at inside a short window.
+    if sms_intent(text) == SmsIntent.GRANT and not provider_id and not _recent(received_at):
+        logger.warning("sms_inbound_refused reason=grant_without_id_or_fresh_time")
+        return JsonResponse(
+            {"error": "A re-subscription needs the provider's message 'id' or a 'received_at' "
+                      f"within the last {GRANT_FRESHNESS.seconds // 60} minutes."},
+            status=400,
+        )
+    reply = services.sms_reply_record(sender=sender, text=text, provider_id=provider_id, received_at=received_at)
     return JsonResponse({"id": reply.pk, "outcome": reply.outcome})

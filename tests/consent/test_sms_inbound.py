@@ -172,7 +172,7 @@ def test_start_grants_again():
     customer = _sms_customer()
     _post({"from": "+8613812345678", "text": "STOP"})
 
-    response = _post({"from": "+8613812345678", "text": " Start "})
+    response = _post({"from": "+8613812345678", "text": " Start ", "id": "msg-2"})
 
     assert response.json()["outcome"] == "grant"
     assert consent_is_granted(customer=customer, channel="sms")
@@ -231,7 +231,7 @@ def test_a_number_that_said_stop_before_it_became_a_customer_stays_suppressed():
 
 @pytest.mark.parametrize("text", ["hello", "START"])
 def test_an_unknown_sender_saying_anything_else_changes_nothing(text):
-    response = _post({"from": "+8613700001111", "text": text})
+    response = _post({"from": "+8613700001111", "text": text, "id": "msg-1"})
 
     assert response.json()["outcome"] == "unknown_sender"
     assert not Suppression.objects.exists()
@@ -343,3 +343,26 @@ def test_concurrent_deliveries_of_one_provider_id_record_one_reply():
     assert len(set(results)) == 1 and len(results) == 4
     assert SmsReply.objects.count() == 1
     assert ConsentEvent.objects.filter(customer=customer, action="withdraw").count() == 1
+
+
+def test_a_start_without_an_id_or_a_fresh_time_cannot_be_replayed_to_regrant():
+    customer = _sms_customer()
+    _post({"from": "+8613812345678", "text": "TD", "id": "stop-1"})
+
+    stale = (timezone.now() - timedelta(hours=2)).isoformat()
+    for fields in ({"text": "START"}, {"text": "START", "received_at": stale}):
+        response = _post({"from": "+8613812345678", **fields})
+        assert response.status_code == 400
+        assert "re-subscription" in response.json()["error"]
+    assert not consent_is_granted(customer=customer, channel="sms")
+    assert SmsReply.objects.count() == 1
+
+
+def test_a_start_with_a_fresh_time_grants_once_and_a_stop_never_needs_one():
+    customer = _sms_customer()
+    assert _post({"from": "+8613812345678", "text": "退订"}).json()["outcome"] == "withdraw"
+
+    response = _post({"from": "+8613812345678", "text": "START", "received_at": timezone.now().isoformat()})
+
+    assert response.json()["outcome"] == "grant"
+    assert consent_is_granted(customer=customer, channel="sms")
