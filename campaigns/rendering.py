@@ -237,6 +237,11 @@ def _offer_context(offer) -> dict:
     }
 
 
+# Every Customer field a message reads (the template context below, the recipient's display
+# name, the time zone of dates and of the SMS window). The sending pipeline loads only these.
+MESSAGE_CUSTOMER_FIELDS = ("name", "locale", "timezone", "favourite_category", "external_id")
+
+
 def build_context(*, customer, campaign=None, grant=None, unsubscribe_url: str = "", preferences_url: str = "") -> dict:
     """The whole of what a template can see. Plain values only (see the module docstring)."""
     customer_data = {

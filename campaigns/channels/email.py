@@ -7,8 +7,12 @@ set) and ``List-Unsubscribe-Post: List-Unsubscribe=One-Click``. Django encodes n
 subjects and display names (RFC 2047), so 想你了！ arrives as written.
 """
 
+import functools
+import re
+import secrets
 import smtplib
 from concurrent.futures import ThreadPoolExecutor
+from email._policybase import Compat32
 from email.utils import formataddr, make_msgid
 from urllib.parse import urlsplit
 
@@ -33,6 +37,60 @@ def list_unsubscribe_headers(unsubscribe_url: str) -> dict[str, str]:
 def send_concurrency() -> int:
     """SMTP sessions one worker process keeps open (EMAIL_SEND_CONCURRENCY, default 4)."""
     return max(int(getattr(settings, "EMAIL_SEND_CONCURRENCY", 4)), 1)
+
+
+# Serializing a message ------------------------------------------------------------------------
+#
+# Python's email generator (policy compat32, which Django uses) folds every header through
+# email.header.Header, and picks a multipart boundary by compiling a regular expression unique
+# to each message. Together that was half of the CPU an email cost a worker. Both are pure
+# functions of their input, so:
+#
+# - ``_FOLDING_POLICY`` memoizes compat32's folding per (header, value): a campaign's From,
+#   Subject (when not personal), MIME-Version, Content-Type of the parts... are folded once per
+#   process, not once per message. A value that is plain printable ASCII with single spaces and
+#   fits on one line folds to itself under compat32 (``tests/campaigns/test_channels_email.py``
+#   proves it against compat32 with generated values), so it skips ``Header`` altogether.
+# - ``MarketingEmail`` sets a random 128-bit boundary up front, checked against the parts'
+#   text with a substring test (stricter than the generator's line-anchored one).
+
+_ONE_LINE_ASCII = re.compile(r"[\x21-\x7e]+(?: [\x21-\x7e]+)*\Z")
+_COMPAT32 = Compat32()
+
+
+@functools.lru_cache(maxsize=4096)
+def _fold(name: str, value: str, sanitize: bool, linesep: str, max_line_length: int | None) -> str:
+    if max_line_length and len(name) + 2 + len(value) <= max_line_length and _ONE_LINE_ASCII.match(value):
+        return f"{name}: {value}{linesep}"
+    return _COMPAT32.clone(linesep=linesep, max_line_length=max_line_length)._fold(name, value, sanitize)
+
+
+class _MemoizedFoldingPolicy(Compat32):
+    """compat32, byte for byte, with its header folding memoized."""
+
+    def _fold(self, name, value, sanitize):
+        if value.__class__ is str:
+            return _fold(name, value, sanitize, self.linesep, self.max_line_length)
+        return super()._fold(name, value, sanitize)
+
+
+_FOLDING_POLICY = _MemoizedFoldingPolicy()
+
+
+class MarketingEmail(EmailMultiAlternatives):
+    """Django's EmailMultiAlternatives, serialized faster (see above); the same bytes otherwise."""
+
+    def message(self, **kwargs):
+        msg = super().message(**kwargs)
+        if msg.is_multipart():
+            texts = [part.get_payload() for part in msg.walk() if not part.is_multipart()]
+            while True:
+                boundary = f"==============={secrets.token_hex(16)}=="
+                if not any(boundary in text for text in texts if isinstance(text, str)):
+                    break
+            msg.set_boundary(boundary)
+        msg.policy = _FOLDING_POLICY
+        return msg
 
 
 class EmailTransport(Transport):
@@ -89,7 +147,7 @@ class EmailTransport(Transport):
         headers = {"Message-ID": make_msgid(domain=_message_id_domain())}
         if rendered.unsubscribe_url:
             headers.update(list_unsubscribe_headers(rendered.unsubscribe_url))
-        email = EmailMultiAlternatives(
+        email = MarketingEmail(
             subject=rendered.subject, body=rendered.text, from_email=settings.DEFAULT_FROM_EMAIL,
             to=[formataddr((name, message.to)) if name else message.to], headers=headers,
             connection=self.connection,
@@ -153,7 +211,7 @@ class EmailTransport(Transport):
 
     def send_test(self, *, to: str, message) -> str:
         rendered = message
-        email = EmailMultiAlternatives(
+        email = MarketingEmail(
             subject=f"[TEST] {rendered.subject}", body=rendered.text, from_email=settings.DEFAULT_FROM_EMAIL,
             to=[to], headers={"Message-ID": make_msgid(domain=_message_id_domain())},
             connection=self.connection,

@@ -1,13 +1,18 @@
 """Email transport (campaigns.channels.email), faked at Django's locmem backend."""
 
 import smtplib
+from email._policybase import Compat32
 from unittest import mock
 
 import pytest
 from django.core import mail
+from django.core.mail import EmailMultiAlternatives
+from hypothesis import given
+from hypothesis import settings as settings_h
+from hypothesis import strategies as st
 
 from campaigns.channels.base import OutboundMessage, TransportError
-from campaigns.channels.email import EmailTransport
+from campaigns.channels.email import _FOLDING_POLICY, EmailTransport, MarketingEmail
 from campaigns.rendering import RenderedMessage
 from tests.factories import CustomerFactory
 
@@ -89,3 +94,64 @@ def test_test_send_marks_the_subject():
     EmailTransport().send_test(to="me@example.com", message=RenderedMessage(subject="Hi", html="<p>x</p>", text="x"))
 
     assert mail.outbox[0].subject == "[TEST] Hi" and mail.outbox[0].to == ["me@example.com"]
+
+
+# Serialization: MarketingEmail must give the bytes Django's EmailMultiAlternatives gives.
+
+_header_values = st.one_of(
+    st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7e), max_size=120),
+    st.from_regex(r"[\x21-\x7e]{1,30}( [\x21-\x7e]{1,30}){0,4}", fullmatch=True),
+    st.text(max_size=60).filter(lambda v: "\r" not in v and "\n" not in v),
+)
+
+
+@settings_h(max_examples=400, deadline=None)
+@given(name=st.sampled_from(["Subject", "To", "List-Unsubscribe", "Message-ID", "X-Long-Header-Name-For-Folding"]),
+       value=_header_values, max_line_length=st.sampled_from([78, 0, None, 40]))
+def test_memoized_folding_gives_exactly_what_compat32_gives(name, value, max_line_length):
+    reference = Compat32().clone(linesep="\r\n", max_line_length=max_line_length)
+    ours = _FOLDING_POLICY.clone(linesep="\r\n", max_line_length=max_line_length)
+
+    assert ours.fold(name, value) == reference.fold(name, value)
+    assert ours.fold_binary(name, value) == reference.fold_binary(name, value)
+
+
+def _without_volatile_parts(raw: bytes, boundary: str) -> bytes:
+    return raw.replace(boundary.encode(), b"BOUNDARY")
+
+
+@pytest.mark.parametrize("subject, name, text", [
+    ("想你了！品牌 期待与您重逢", "张伟", "你好\n" * 3),
+    ("We miss you, come back for 20% off", "Ann O'Neil", "Hi Ann,\n\n" + "a long line " * 40),
+    ("Subject with  two spaces and a trailing one ", "", "=" * 100 + "\nÜnïcödé"),
+])
+def test_marketing_email_serializes_to_the_same_bytes_as_djangos_message(subject, name, text):
+    headers = {"Message-ID": "<1@winback.example.com>", "Date": "Tue, 24 Nov 2026 20:24:32 -0000",
+               "List-Unsubscribe": "<https://winback.example.com/consent/unsubscribe/" + "t" * 90 + "/>",
+               "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"}
+    to = [f"{name} <x@example.com>" if name else "x@example.com"]
+    fields = {"subject": subject, "body": text, "from_email": "Win-back <winback@example.com>", "to": to,
+              "headers": headers}
+    ours, reference = MarketingEmail(**fields), EmailMultiAlternatives(**fields)
+    for email in (ours, reference):
+        email.attach_alternative("<p>" + text + "</p>", "text/html")
+
+    ours_message = ours.message()
+    reference_message = reference.message()
+    reference_message.set_boundary(ours_message.get_boundary())
+
+    assert ours_message.as_bytes(linesep="\r\n") == reference_message.as_bytes(linesep="\r\n")
+    assert ours_message.get_boundary().startswith("===============")
+
+
+def test_each_marketing_email_gets_its_own_boundary_absent_from_its_parts():
+    emails = [MarketingEmail(subject="s", body="text", to=["x@example.com"]) for _ in range(50)]
+    for email in emails:
+        email.attach_alternative("<p>html</p>", "text/html")
+    messages = [email.message() for email in emails]
+
+    boundaries = {message.get_boundary() for message in messages}
+    assert len(boundaries) == 50
+    for message in messages:
+        raw = message.as_bytes(linesep="\r\n")
+        assert raw.count(f"--{message.get_boundary()}".encode()) == 3  # two parts and the closing line
