@@ -53,7 +53,7 @@ class RunInline(admin.TabularInline):
     can_delete = False
     show_change_link = True
     fields = ["number", "status", "trigger", "started_at", "finished_at", "targeted", "sent", "skipped_consent",
-              "skipped_suppressed", "skipped_cap", "skipped_reentry", "deferred_quiet", "failed"]
+              "skipped_suppressed", "skipped_cap", "skipped_reentry", "skipped_cancelled", "deferred_quiet", "failed"]
     readonly_fields = fields
     ordering = ["-number"]
 
@@ -61,7 +61,10 @@ class RunInline(admin.TabularInline):
         return False
 
 
-def _run_action(service, verb):
+def _run_action(service, verb, *, note=""):
+    """An action calling ``service`` per campaign; ``note`` follows the per-campaign message
+    when the service returned a positive number of runs."""
+
     def action(modeladmin, request, queryset):
         done, refused = 0, []
         for campaign in queryset:
@@ -74,7 +77,8 @@ def _run_action(service, verb):
             if isinstance(result, CampaignRun):
                 modeladmin.message_user(request, f"{campaign}: run #{result.number} started.", messages.SUCCESS)
             elif isinstance(result, int) and verb != "scheduled":
-                modeladmin.message_user(request, f"{campaign}: {verb} ({result} run{'s' if result != 1 else ''}).")
+                text = f"{campaign}: {verb} ({result} run{'s' if result != 1 else ''})."
+                modeladmin.message_user(request, f"{text} {note}" if note and result else text)
         if done:
             modeladmin.message_user(request, f"{done} campaign{'s' if done != 1 else ''} {verb}.", messages.SUCCESS)
         for message in refused:
@@ -82,6 +86,11 @@ def _run_action(service, verb):
 
     action.__name__ = f"action_{verb.replace(' ', '_')}"
     return action
+
+
+# A million-row run is not closed inside the request: a task does it after the cancel commits.
+CANCEL_NOTE = ("Nothing more will be sent; the deliveries still waiting are being closed in the background "
+               "(skipped: campaign cancelled) and the run counts update when that is done.")
 
 
 @admin.register(Campaign)
@@ -150,7 +159,7 @@ class CampaignAdmin(admin.ModelAdmin):
 
     @admin.action(description="Cancel (removes the schedule)", permissions=["change"])
     def cancel(self, request, queryset):
-        _run_action(services.campaign_cancel, "cancelled")(self, request, queryset)
+        _run_action(services.campaign_cancel, "cancelled", note=CANCEL_NOTE)(self, request, queryset)
 
     # Live progress.
 
@@ -180,8 +189,8 @@ class CampaignAdmin(admin.ModelAdmin):
 @admin.register(CampaignRun)
 class CampaignRunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ["__str__", "status", "trigger", "started_at", "finished_at", "targeted", "sent", "skipped_consent",
-                    "skipped_suppressed", "skipped_cap", "skipped_reentry", "skipped_budget", "deferred_quiet", "holdout",
-                    "failed", "deliveries_link"]
+                    "skipped_suppressed", "skipped_cap", "skipped_reentry", "skipped_budget", "skipped_cancelled",
+                    "deferred_quiet", "holdout", "failed", "deliveries_link"]
     list_filter = ["status", "trigger"]
     search_fields = ["campaign__name"]
     list_select_related = ["campaign"]

@@ -303,6 +303,7 @@ class CampaignRun(models.Model):
     skipped_budget = models.PositiveIntegerField(default=0)
     skipped_no_address = models.PositiveIntegerField(default=0)
     skipped_channel_off = models.PositiveIntegerField(default=0)
+    skipped_cancelled = models.PositiveIntegerField(default=0)
     deferred_quiet = models.PositiveIntegerField(default=0)
     holdout = models.PositiveIntegerField(default=0)
     failed = models.PositiveIntegerField(default=0)
@@ -335,6 +336,8 @@ class Delivery(models.Model):
         BUDGET = "budget", "Offer budget exhausted"
         CHANNEL_OFF = "channel_off", "Channel switched off"
         NO_ADDRESS = "no_address", "No address on any allowed channel"
+        # Closed after the campaign was cancelled: never sent, never to be sent.
+        CANCELLED = "cancelled", "Campaign cancelled"
 
     # No single-column FK indexes: each is the prefix of a composite index below (campaign:
     # delivery_unique_per_run, run: delivery_run_status_idx, customer: delivery_cap_idx), and

@@ -9,6 +9,9 @@ statement (``campaigns.materialize``); sending happens in chunks on the per-chan
 (``campaigns.sending``); deferred and retried deliveries are picked up by the per-minute
 ``campaigns.dispatch_due`` beat task rather than by long countdowns, which a Redis broker would
 redeliver after its visibility timeout.
+
+Cancelling a run only flips its status (claims then take nothing of it); its pending and
+deferred deliveries are closed afterwards, in batches, by the ``run_close_cancelled`` task.
 """
 
 import json
@@ -20,7 +23,7 @@ from django.conf import settings
 from django.core.cache import cache
 from django.core.exceptions import ValidationError
 from django.db import connection, transaction
-from django.db.models import Count, Max, Q
+from django.db.models import Count, Max, Min, Q
 from django.utils import timezone
 
 from campaigns.models import Campaign, CampaignRun, Delivery
@@ -31,7 +34,13 @@ logger = logging.getLogger(__name__)
 LAUNCH_TASK = "campaigns.launch_scheduled"
 ACTIVE_RUN_STATUSES = (CampaignRun.Status.MATERIALIZING, CampaignRun.Status.SENDING)
 UNFINISHED_DELIVERY_STATUSES = (Delivery.Status.PENDING, Delivery.Status.SENDING, Delivery.Status.DEFERRED)
+# What a cancelled run closes. Not ``sending``: a worker is sending it and records the outcome
+# (a retry it schedules instead is closed when due, by deliveries_close_cancelled_due).
+CLOSABLE_DELIVERY_STATUSES = (Delivery.Status.PENDING, Delivery.Status.DEFERRED)
 DUE_BATCH = 50_000
+# Rows per UPDATE when closing a cancelled run: each batch is its own short transaction, so a
+# million-row run never holds a million row locks (or one long transaction) at once.
+CLOSE_BATCH = 20_000
 COUNTERS_EVERY_SECONDS = 2
 
 
@@ -39,8 +48,8 @@ COUNTERS_EVERY_SECONDS = 2
 
 COUNTER_FIELDS = [
     "targeted", "sent", "skipped_consent", "skipped_suppressed", "skipped_cap", "skipped_reentry", "skipped_budget",
-    "skipped_no_address", "skipped_channel_off", "deferred_quiet", "holdout", "failed", "offers_granted",
-    "sent_without_offer",
+    "skipped_no_address", "skipped_channel_off", "skipped_cancelled", "deferred_quiet", "holdout", "failed",
+    "offers_granted", "sent_without_offer",
 ]
 
 
@@ -213,6 +222,10 @@ def run_execute(*, run: CampaignRun, now: datetime | None = None, sync: bool = F
                 status=CampaignRun.Status.FAILED, error=f"{type(exc).__name__}: {exc}"[:2000], finished_at=timezone.now()
             )
             raise
+        if run.status == CampaignRun.Status.CANCELLED:
+            # Cancelled while the INSERT was uncommitted: the close task queued by the cancel may
+            # have found nothing to close yet, so close what was just written here.
+            run_close_cancelled(run=run)
     if run.status == CampaignRun.Status.SENDING:
         run_dispatch(run=run, sync=sync, transports=transports)
         run_finish_if_done(run=run)
@@ -378,14 +391,27 @@ def campaign_resume(*, campaign: Campaign) -> int:
 @transaction.atomic
 def campaign_cancel(*, campaign: Campaign, now: datetime | None = None) -> int:
     """Cancel for good: the beat row is deleted and runs in progress stop (their pending
-    deliveries are never claimed). Returns the number of runs cancelled."""
+    deliveries are never claimed). Returns the number of runs cancelled.
+
+    Only the statuses change here, so the admin request stays short whatever the size of the
+    runs; once this commits, a ``run_close_cancelled`` task per run closes its pending and
+    deferred deliveries (skipped, reason ``cancelled``) in batches.
+    """
+    from campaigns.tasks import run_close_cancelled as run_close_cancelled_task
+
     now = now or timezone.now()
     campaign = Campaign.objects.select_for_update().get(pk=campaign.pk)
     if campaign.status == Campaign.Status.CANCELLED:
         return 0
-    cancelled = CampaignRun.objects.filter(
-        campaign=campaign, status__in=(*ACTIVE_RUN_STATUSES, CampaignRun.Status.PAUSED)
-    ).update(status=CampaignRun.Status.CANCELLED, finished_at=now)
+    # Locked, so a run finishing concurrently is either cancelled here or left done, not both.
+    run_ids = list(
+        CampaignRun.objects.select_for_update()
+        .filter(campaign=campaign, status__in=(*ACTIVE_RUN_STATUSES, CampaignRun.Status.PAUSED))
+        .values_list("pk", flat=True)
+    )
+    cancelled = CampaignRun.objects.filter(pk__in=run_ids).update(status=CampaignRun.Status.CANCELLED, finished_at=now)
+    for run_id in run_ids:
+        run_close_cancelled_task.delay_on_commit(run_id)
     task = campaign.periodic_task
     campaign.periodic_task = None
     campaign.status = Campaign.Status.CANCELLED
@@ -396,12 +422,66 @@ def campaign_cancel(*, campaign: Campaign, now: datetime | None = None) -> int:
     return cancelled
 
 
+def run_close_cancelled(*, run: CampaignRun, now: datetime | None = None) -> int:
+    """Close what a cancelled run will never send: its pending and deferred deliveries become
+    skipped (reason ``cancelled``), then the counters are refreshed. Returns the number closed.
+
+    One UPDATE per CLOSE_BATCH primary keys, each in its own transaction, so locks stay short
+    on a million-row run. Deliveries being sent (``sending``) are left to their worker, which
+    marks them sent or failed (or puts them back for a retry: see
+    ``deliveries_close_cancelled_due``). Idempotent: a second call finds nothing left to close. Does
+    nothing for a run that is not cancelled.
+    """
+    now = now or timezone.now()
+    run = CampaignRun.objects.select_related("campaign").get(pk=run.pk)
+    if run.status != CampaignRun.Status.CANCELLED:
+        logger.info("run_close_cancelled_skipped run=%s status=%s", run.pk, run.status)
+        return 0
+    closable = Delivery.objects.filter(run=run, status__in=CLOSABLE_DELIVERY_STATUSES)
+    bounds = closable.aggregate(first=Min("pk"), last=Max("pk"))
+    closed = 0
+    if bounds["first"] is not None:
+        for start in range(bounds["first"], bounds["last"] + 1, CLOSE_BATCH):
+            with transaction.atomic():
+                # Still conditional on the status: a row a worker claimed meanwhile is its to finish.
+                closed += closable.filter(pk__gte=start, pk__lt=start + CLOSE_BATCH).update(
+                    status=Delivery.Status.SKIPPED, skip_reason=Delivery.SkipReason.CANCELLED, claimed_at=now
+                )
+    run_refresh_counters(run=run)
+    logger.info("run_close_cancelled run=%s closed=%d", run.pk, closed)
+    return closed
+
+
+def deliveries_close_cancelled_due(*, now: datetime | None = None, limit: int = DUE_BATCH) -> int:
+    """Close stragglers of cancelled runs: deliveries a worker put back to pending (transient
+    error, retry later) or deferred (quiet hours) after the run was closed, and stale claims
+    released to pending. All of them carry a ``not_before``; they are closed when it is due,
+    found on the same index as the due pickup. Returns the number closed."""
+    now = now or timezone.now()
+    rows = list(
+        Delivery.objects.filter(status__in=CLOSABLE_DELIVERY_STATUSES, not_before__isnull=False, not_before__lte=now,
+                                run__status=CampaignRun.Status.CANCELLED)
+        .values_list("pk", "run_id")[:limit]
+    )
+    if not rows:
+        return 0
+    with transaction.atomic():
+        closed = Delivery.objects.filter(pk__in=[pk for pk, _ in rows], status__in=CLOSABLE_DELIVERY_STATUSES).update(
+            status=Delivery.Status.SKIPPED, skip_reason=Delivery.SkipReason.CANCELLED, claimed_at=now
+        )
+    for run in CampaignRun.objects.filter(pk__in={run_id for _, run_id in rows}).select_related("campaign"):
+        run_refresh_counters(run=run)
+    logger.info("deliveries_close_cancelled_due closed=%d", closed)
+    return closed
+
+
 # Due deliveries -------------------------------------------------------------------------------
 
 
 def deliveries_dispatch_due(*, now: datetime | None = None, limit: int = DUE_BATCH) -> int:
     """Beat, every minute: queue deliveries whose time has come (quiet hours over, retry
-    backoff elapsed) and release claims of dead workers. Returns the number of deliveries queued.
+    backoff elapsed), release claims of dead workers and close what is due of cancelled runs.
+    Returns the number of deliveries queued.
 
     Safe to run concurrently: rows are taken with SKIP LOCKED on PostgreSQL and each claim is
     conditional anyway.
@@ -410,6 +490,7 @@ def deliveries_dispatch_due(*, now: datetime | None = None, limit: int = DUE_BAT
 
     now = now or timezone.now()
     deliveries_release_stale(now=now)
+    deliveries_close_cancelled_due(now=now)
     with transaction.atomic():
         due = (
             Delivery.objects.filter(status__in=(Delivery.Status.PENDING, Delivery.Status.DEFERRED), not_before__isnull=False,

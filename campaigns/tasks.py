@@ -1,7 +1,8 @@
 """Celery tasks of the campaign pipeline: thin, idempotent, each a call to a service.
 
-Queues: ``run_execute`` and ``dispatch_due`` on ``default``; ``send_chunk`` on the channel's
-queue (``email``, ``sms``, ``in_app``), chosen when the chunk is queued. acks_late (settings):
+Queues: ``run_execute``, ``run_close_cancelled`` and ``dispatch_due`` on ``default``
+(CELERY_TASK_DEFAULT_QUEUE: no route needed); ``send_chunk`` on the channel's queue (``email``,
+``sms``, ``in_app``), chosen when the chunk is queued. acks_late (settings):
 a chunk of a killed worker is redelivered and redone; deliveries already sent are not claimed
 again, so nothing goes out twice.
 """
@@ -23,6 +24,17 @@ def run_execute(run_id: int) -> None:
         logger.warning("run_execute_missing run=%s", run_id)
         return
     services.run_execute(run=run)
+
+
+@shared_task(name="campaigns.run_close_cancelled", acks_late=True, ignore_result=True)
+def run_close_cancelled(run_id: int) -> int:
+    """Queued by campaign_cancel on commit: skip the cancelled run's pending and deferred
+    deliveries in batches. Safe to redeliver: a second run closes nothing more."""
+    run = CampaignRun.objects.filter(pk=run_id).first()
+    if run is None:
+        logger.warning("run_close_cancelled_missing run=%s", run_id)
+        return 0
+    return services.run_close_cancelled(run=run)
 
 
 @shared_task(name="campaigns.send_chunk", acks_late=True, ignore_result=True)

@@ -117,6 +117,45 @@ def test_pause_and_cancel_actions(superuser_client):
     assert "1 campaign cancelled." in messages_of(response)
 
 
+def test_cancel_action_queues_the_closing_and_says_it_happens_in_the_background(
+        superuser_client, django_capture_on_commit_callbacks, monkeypatch):
+    customers_with_consent(2)
+    campaign = campaign_for()
+    run = campaign_launch(campaign=campaign)
+    run_materialize(run=run)
+    closing = []
+    monkeypatch.setattr("campaigns.tasks.run_close_cancelled.delay", lambda run_id: closing.append(run_id))
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = superuser_client.post(
+            reverse("admin:campaigns_campaign_changelist"), {"action": "cancel", "_selected_action": [campaign.pk]})
+
+    texts = messages_of(response)
+    assert closing == [run.pk]
+    assert any(t.startswith(f"{campaign}: cancelled (1 run).") and "closed in the background" in t for t in texts)
+    # The request itself left the deliveries for the task.
+    assert set(Delivery.objects.filter(run=run).values_list("status", flat=True)) == {"pending"}
+
+
+def test_cancelled_deliveries_are_counted_on_the_campaign_and_run_pages(superuser_client):
+    from campaigns.services import campaign_cancel, run_close_cancelled
+
+    customers_with_consent(2)
+    campaign = campaign_for()
+    run = campaign_launch(campaign=campaign)
+    run_materialize(run=run)
+    campaign_cancel(campaign=campaign)
+    run_close_cancelled(run=run)
+
+    progress = superuser_client.get(reverse("admin:campaigns_campaign_progress", args=[campaign.pk])).json()
+    page = superuser_client.get(reverse("admin:campaigns_campaign_change", args=[campaign.pk])).content.decode()
+    runs = superuser_client.get(reverse("admin:campaigns_campaignrun_changelist")).content.decode()
+
+    assert (progress["runs"][0]["skipped_cancelled"], progress["runs"][0]["pending"], progress["active"]) == (2, 0, False)
+    assert "r.skipped_cancelled" in page and "<th>Cancelled</th>" in page
+    assert "column-skipped_cancelled" in runs
+
+
 def test_change_page_polls_a_progress_endpoint_with_run_counts(superuser_client):
     customers_with_consent(3)
     campaign = campaign_for()

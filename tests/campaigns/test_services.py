@@ -196,3 +196,145 @@ def test_dispatch_due_queues_deferred_deliveries_whose_window_opened(django_capt
 
     assert queued == [([sorted(Delivery.objects.filter(run=run).values_list("pk", flat=True)), "email"], "email")]
     assert set(Delivery.objects.filter(run=run).values_list("status", "not_before")) == {("pending", None)}
+
+
+# Cancel: closing what a cancelled run will never send -----------------------------------------
+
+
+def run_mid_send():
+    """A sending run of 7: 2 sent, 1 claimed by a worker right now, 2 deferred, 2 pending."""
+    customers_with_consent(7)
+    campaign = campaign_for()
+    run = services.campaign_launch(campaign=campaign)
+    services.run_execute(run=run)  # materializes; the chunks it queues are never run here
+    ids = sorted(Delivery.objects.filter(run=run).values_list("pk", flat=True))
+    deliveries_send_chunk(delivery_ids=ids[:2], channel="email")
+    Delivery.objects.filter(pk=ids[2]).update(status="sending", claimed_at=timezone.now(), attempts=1)
+    Delivery.objects.filter(pk__in=ids[3:5]).update(status="deferred", not_before=timezone.now() + timedelta(hours=3))
+    return campaign, run, ids
+
+
+def delivery_rows(run):
+    return {d.pk: (d.status, d.skip_reason, d.sent_at, d.provider_id, d.claimed_at) for d in Delivery.objects.filter(run=run)}
+
+
+def test_cancel_only_flips_statuses_and_queues_the_closing_of_each_run_on_commit(django_capture_on_commit_callbacks,
+                                                                                  monkeypatch):
+    campaign, run, _ids = run_mid_send()
+    before = delivery_rows(run)
+    queued = []
+    monkeypatch.setattr("campaigns.tasks.run_close_cancelled.delay", lambda run_id: queued.append(run_id))
+
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        assert services.campaign_cancel(campaign=campaign) == 1
+        assert queued == []  # not before the commit
+
+    assert queued == [run.pk] and len(callbacks) == 1
+    assert CampaignRun.objects.get(pk=run.pk).status == "cancelled"
+    assert delivery_rows(run) == before  # the deliveries are the task's job, not the request's
+
+
+def test_closing_a_run_cancelled_mid_send_skips_pending_and_deferred_and_leaves_the_rest():
+    campaign, run, ids = run_mid_send()
+    services.campaign_cancel(campaign=campaign)
+
+    closed = services.run_close_cancelled(run=run)
+
+    rows = delivery_rows(run)
+    assert closed == 4
+    assert [rows[pk][:2] for pk in ids] == [
+        ("sent", ""), ("sent", ""), ("sending", ""),
+        ("skipped", "cancelled"), ("skipped", "cancelled"), ("skipped", "cancelled"), ("skipped", "cancelled"),
+    ]
+    assert all(rows[pk][2] and rows[pk][3] for pk in ids[:2])  # sent_at and provider id kept
+    assert all(rows[pk][4] is not None for pk in ids[3:])  # when they were closed
+    run.refresh_from_db()
+    assert (run.status, run.targeted, run.sent, run.skipped_cancelled, run.deferred_quiet) == ("cancelled", 7, 2, 4, 0)
+    progress = services.run_progress(run=run)
+    assert (progress["pending"], progress["sending"], progress["skipped_cancelled"]) == (0, 1, 4)
+    assert len(mail.outbox) == 2
+
+
+def test_closing_twice_changes_nothing_more():
+    campaign, run, _ids = run_mid_send()
+    services.campaign_cancel(campaign=campaign)
+    services.run_close_cancelled(run=run)
+    after_first = delivery_rows(run)
+
+    assert services.run_close_cancelled(run=run) == 0
+
+    assert delivery_rows(run) == after_first
+    assert CampaignRun.objects.get(pk=run.pk).skipped_cancelled == 4
+
+
+def test_closing_updates_in_batches_of_primary_key_ranges(monkeypatch):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    campaign, run, ids = run_mid_send()  # to close: ids[3:7], four consecutive keys
+    services.campaign_cancel(campaign=campaign)
+    monkeypatch.setattr(services, "CLOSE_BATCH", 3)
+
+    with CaptureQueriesContext(connection) as ctx:
+        closed = services.run_close_cancelled(run=run)
+
+    updates = [q["sql"] for q in ctx.captured_queries
+               if q["sql"].startswith("UPDATE") and "campaigns_delivery" in q["sql"].split("SET")[0]]
+    assert closed == 4
+    assert len(updates) == 2  # keys ids[3]..ids[6] in ranges of 3: [ids[3], ids[5]], [ids[6]]
+    assert set(Delivery.objects.filter(pk__in=ids[3:]).values_list("status", "skip_reason")) == {("skipped", "cancelled")}
+
+
+def test_closing_leaves_runs_that_are_not_cancelled_alone():
+    campaign, run, _ids = run_mid_send()
+    before = delivery_rows(run)
+
+    assert services.run_close_cancelled(run=run) == 0
+
+    assert delivery_rows(run) == before
+
+
+def test_a_worker_finishing_after_the_close_keeps_its_outcome_and_stragglers_are_closed_when_due(
+        monkeypatch, django_capture_on_commit_callbacks):
+    campaign, run, ids = run_mid_send()
+    services.campaign_cancel(campaign=campaign)
+    services.run_close_cancelled(run=run)
+    now = timezone.now()
+    # The worker that held ids[2] got a transient error: back to pending, retry in a minute
+    # (sending._mark_error). A cancelled run must not keep it waiting for ever.
+    Delivery.objects.filter(pk=ids[2]).update(status="pending", not_before=now + timedelta(minutes=1))
+    queued = []
+    monkeypatch.setattr("campaigns.tasks.send_chunk.apply_async", lambda args, queue: queued.append(args))
+
+    with django_capture_on_commit_callbacks(execute=True):
+        assert services.deliveries_dispatch_due(now=now) == 0
+    assert Delivery.objects.get(pk=ids[2]).status == "pending"  # not due yet
+    with django_capture_on_commit_callbacks(execute=True):
+        assert services.deliveries_dispatch_due(now=now + timedelta(minutes=2)) == 0
+
+    assert queued == []
+    assert (Delivery.objects.get(pk=ids[2]).status, Delivery.objects.get(pk=ids[2]).skip_reason) == ("skipped", "cancelled")
+    assert CampaignRun.objects.get(pk=run.pk).skipped_cancelled == 5
+
+
+def test_a_run_cancelled_while_materializing_closes_what_the_materialization_wrote(monkeypatch):
+    from campaigns import materialize
+
+    customers_with_consent(3)
+    campaign = campaign_for()
+    run = services.campaign_launch(campaign=campaign)
+    real_materialize = materialize.run_materialize
+
+    def cancelled_meanwhile(*, run, now=None):
+        # The cancel commits while the INSERT is still uncommitted: its close task finds nothing.
+        services.campaign_cancel(campaign=campaign)
+        assert services.run_close_cancelled(run=run) == 0
+        return real_materialize(run=run, now=now)
+
+    monkeypatch.setattr(materialize, "run_materialize", cancelled_meanwhile)
+
+    run = services.run_execute(run=run)
+
+    assert run.status == "cancelled"
+    assert set(Delivery.objects.filter(run=run).values_list("status", "skip_reason")) == {("skipped", "cancelled")}
+    assert (run.targeted, run.skipped_cancelled) == (3, 3)

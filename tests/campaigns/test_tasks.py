@@ -8,7 +8,7 @@ from django.utils import timezone
 
 from campaigns import tasks
 from campaigns.models import CampaignRun, Delivery
-from campaigns.services import campaign_launch, campaign_schedule, run_dispatch
+from campaigns.services import campaign_cancel, campaign_launch, campaign_schedule, run_dispatch
 from campaigns.materialize import run_materialize
 from tests.campaigns.pipeline_helpers import (
     campaign_for, customers_with_consent,
@@ -22,6 +22,13 @@ def test_sending_tasks_acknowledge_late_so_a_killed_workers_chunk_is_redone():
     assert tasks.run_execute.acks_late is True
     assert tasks.send_chunk.name == "campaigns.send_chunk"
     assert tasks.dispatch_due.name == "campaigns.dispatch_due"
+
+
+def test_closing_a_cancelled_run_acknowledges_late_on_the_default_queue():
+    from config.celery import app
+
+    assert (tasks.run_close_cancelled.name, tasks.run_close_cancelled.acks_late) == ("campaigns.run_close_cancelled", True)
+    assert app.amqp.router.route({}, tasks.run_close_cancelled.name)["queue"].name == "default"
 
 
 def test_chunks_go_to_their_channels_queue(monkeypatch, django_capture_on_commit_callbacks):
@@ -76,3 +83,37 @@ def test_launch_scheduled_task_starts_a_run_for_a_scheduled_campaign(django_capt
 
 def test_dispatch_due_task_returns_the_number_queued():
     assert tasks.dispatch_due() == 0
+
+
+def test_a_cancelled_campaigns_queued_chunk_sends_nothing_and_the_close_task_skips_its_deliveries(
+        monkeypatch, django_capture_on_commit_callbacks):
+    customers_with_consent(3)
+    campaign = campaign_for()
+    run = campaign_launch(campaign=campaign)
+    run_materialize(run=run)
+    chunks, closing = [], []
+    monkeypatch.setattr(tasks.send_chunk, "apply_async", lambda args, queue: chunks.append(args))
+    monkeypatch.setattr(tasks.run_close_cancelled, "delay", lambda run_id: closing.append(run_id))
+    with django_capture_on_commit_callbacks(execute=True):
+        run_dispatch(run=run)
+    with django_capture_on_commit_callbacks(execute=True):
+        campaign_cancel(campaign=campaign)
+    [[ids, channel]] = chunks
+
+    # when: the chunk queued before the cancel reaches a worker, before and after the close task
+    before_close = tasks.send_chunk(ids, channel)
+    closed = [tasks.run_close_cancelled(run_id) for run_id in closing]
+    after_close = tasks.send_chunk(ids, channel)
+    closed_again = tasks.run_close_cancelled(run.pk)  # a redelivered close task
+
+    assert (before_close, after_close) == ({}, {})
+    assert not mail.outbox
+    assert (closing, closed, closed_again) == ([run.pk], [3], 0)
+    assert set(Delivery.objects.filter(run=run).values_list("status", "skip_reason")) == {("skipped", "cancelled")}
+    run.refresh_from_db()
+    assert (run.status, run.sent, run.skipped_cancelled) == ("cancelled", 0, 3)
+
+
+def test_close_task_for_a_missing_run_is_logged_not_raised(caplog):
+    assert tasks.run_close_cancelled(999_999) == 0
+    assert "run_close_cancelled_missing run=999999" in caplog.text
