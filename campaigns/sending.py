@@ -21,9 +21,10 @@ batch is sent and marked in one transaction, exactly once.
 
 Email and SMS batches are handed to the transport whole (``send_many``), and the deliveries
 it accepted are marked ``sent`` in ONE UPDATE afterwards, not one commit per message (a
-commit per message capped a worker at a few hundred emails per second). The trade-off: a
-worker killed between the provider calls and that UPDATE leaves up to one batch (at most
-``CLAIM_BATCH`` messages) ``sending`` instead of one message. Those rows are never resent at
+commit per message capped a worker at a few hundred emails per second). While the provider
+takes one batch on a thread of its own, the worker claims and renders the next. The trade-off:
+a worker killed between the provider calls and that UPDATE leaves up to two batches (at most
+``2 * CLAIM_BATCH`` messages) ``sending`` instead of one message. Those rows are never resent at
 once: ``deliveries_release_stale`` returns them to ``pending`` only after ``STALE_AFTER`` and
 writes ``STALE_NOTE`` into their ``error``, so a customer who got a message twice can be
 explained. That is the one at-least-once window; everywhere else a delivery is sent at most once.
@@ -31,6 +32,7 @@ explained. That is the one at-least-once window; everywhere else a delivery is s
 
 import logging
 from collections import Counter, defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -113,7 +115,7 @@ def deliveries_claim(*, delivery_ids: list[int], channel: str | None = None, now
     # Looked up by primary key only: a join on the run's status would let a planner with stale
     # statistics walk the whole run (delivery_run_status_idx) instead of the 100 ids.
     candidates = (
-        Delivery.objects.filter(pk__in=delivery_ids, status=Delivery.Status.PENDING)
+        Delivery.objects.filter(pk__any=delivery_ids, status=Delivery.Status.PENDING)
         .filter(Q(not_before__isnull=True) | Q(not_before__lte=now))
         .filter(**({"channel": channel} if channel else {}))
         .annotate(has_consent=_consent_q(), is_suppressed=_suppressed_q())
@@ -125,7 +127,7 @@ def deliveries_claim(*, delivery_ids: list[int], channel: str | None = None, now
     if not rows:
         return []
     sending_runs = {
-        run.pk: run for run in CampaignRun.objects.filter(pk__in={row[5] for row in rows}, status=CampaignRun.Status.SENDING)
+        run.pk: run for run in CampaignRun.objects.filter(pk__any={row[5] for row in rows}, status=CampaignRun.Status.SENDING)
     }
     # Deliveries of a paused or cancelled run stay pending, untouched.
     rows = [row[:5] for row in rows if row[5] in sending_runs]
@@ -138,7 +140,7 @@ def deliveries_claim(*, delivery_ids: list[int], channel: str | None = None, now
         contact = ContactPolicy.current()
         campaign_ids = {campaign_id for _pk, channel, campaign_id, *_ in rows if channel == Channel.SMS}
         sms_off_campaigns = {
-            c.pk for c in Campaign.objects.filter(pk__in=campaign_ids)
+            c.pk for c in Campaign.objects.filter(pk__any=campaign_ids)
             if not channel_enabled(campaign=c, channel=Channel.SMS, contact_policy=contact)
         }
 
@@ -154,20 +156,20 @@ def deliveries_claim(*, delivery_ids: list[int], channel: str | None = None, now
         else:
             claim_ids.append(pk)
     for reason, ids in skipped.items():
-        Delivery.objects.filter(pk__in=ids, status=Delivery.Status.PENDING).update(
+        Delivery.objects.filter(pk__any=ids, status=Delivery.Status.PENDING).update(
             status=Delivery.Status.SKIPPED, skip_reason=reason, claimed_at=now
         )
         counts[f"skipped_{reason}"] += len(ids)
         logger.info("deliveries_skipped_at_claim reason=%s count=%d", reason, len(ids))
     if not claim_ids:
         return []
-    claimed = Delivery.objects.filter(pk__in=claim_ids, status=Delivery.Status.PENDING).update(
+    claimed = Delivery.objects.filter(pk__any=claim_ids, status=Delivery.Status.PENDING).update(
         status=Delivery.Status.SENDING, claimed_at=now, attempts=F("attempts") + 1, not_before=None
     )
     if claimed != len(claim_ids):  # only possible without row locks; the loaded rows say who won
         logger.warning("deliveries_claim lost=%d (another worker claimed them first)", len(claim_ids) - claimed)
     claimed_rows = list(
-        Delivery.objects.filter(pk__in=claim_ids, status=Delivery.Status.SENDING, claimed_at=now)
+        Delivery.objects.filter(pk__any=claim_ids, status=Delivery.Status.SENDING, claimed_at=now)
         .select_related("customer")
         .only(*CLAIMED_DELIVERY_FIELDS, *(f"customer__{name}" for name in MESSAGE_CUSTOMER_FIELDS))
         .order_by("pk")
@@ -176,7 +178,7 @@ def deliveries_claim(*, delivery_ids: list[int], channel: str | None = None, now
     # offer) and run once and share the instances, instead of joining and building six model
     # instances per row.
     campaigns = {
-        c.pk: c for c in Campaign.objects.filter(pk__in={d.campaign_id for d in claimed_rows})
+        c.pk: c for c in Campaign.objects.filter(pk__any={d.campaign_id for d in claimed_rows})
         .select_related("email_template", "sms_template", "in_app_template", "offer")
     }
     for run in sending_runs.values():
@@ -209,7 +211,7 @@ def _issue_grants(*, deliveries: list[Delivery], counts: Counter, now: datetime)
         if run.campaign.when_budget_exhausted == Campaign.WhenBudgetExhausted.SKIP:
             skip_ids.extend(d.pk for d in run_deliveries if d.pk not in issued)
     if skip_ids:
-        Delivery.objects.filter(pk__in=skip_ids, status=Delivery.Status.SENDING).update(
+        Delivery.objects.filter(pk__any=skip_ids, status=Delivery.Status.SENDING).update(
             status=Delivery.Status.SKIPPED, skip_reason=Delivery.SkipReason.BUDGET
         )
         counts["skipped_budget"] += len(skip_ids)
@@ -264,7 +266,7 @@ def _mark_sent_many(sent: list[tuple[Delivery, str]], now: datetime) -> None:
             return
         by_pk = Case(*[When(pk=pk, then=Value(provider_id)) for pk, provider_id in zip(ids, provider_ids)],
                      default=Value(""), output_field=CharField())
-        Delivery.objects.filter(pk__in=ids, status=Delivery.Status.SENDING).update(
+        Delivery.objects.filter(pk__any=ids, status=Delivery.Status.SENDING).update(
             status=Delivery.Status.SENT, sent_at=now, provider_id=by_pk, error=""
         )
 
@@ -324,19 +326,26 @@ def _render_batch(*, deliveries, grants, counts, clock) -> tuple[list[Delivery],
     return sendable, messages
 
 
-def _send_batch(*, transport, deliveries, grants, limiter, counts, clock) -> None:
-    """Send a claimed batch through the provider, then mark it in one UPDATE.
+def _send_batch_start(*, sender, transport, deliveries, grants, limiter, counts, clock):
+    """Render a claimed batch and hand it to the provider on the ``sender`` thread; return what
+    ``_send_batch_finish`` needs, or None when nothing was left to send.
 
     The transport gets the whole batch (``send_many``: the email transport spreads it over a
     few SMTP sessions) and takes a rate-limit permit before each message. Every delivery is
-    already ``sending`` (claimed), so a worker that dies before the UPDATE leaves its batch
-    ``sending``, never ``pending``: nothing is resent at once, and ``deliveries_release_stale``
-    releases it later with a note.
+    already ``sending`` (claimed), so a worker that dies before the marking UPDATE leaves its
+    batch ``sending``, never ``pending``: nothing is resent at once, and
+    ``deliveries_release_stale`` releases it later with a note.
     """
     sendable, messages = _render_batch(deliveries=deliveries, grants=grants, counts=counts, clock=clock)
     if not sendable:
-        return
-    results = transport.send_many(messages, before_each=limiter.acquire)
+        return None
+    return sender.submit(transport.send_many, messages, before_each=limiter.acquire), sendable
+
+
+def _send_batch_finish(in_flight, *, counts, clock) -> None:
+    """Wait for a batch handed to the provider, then mark it in one UPDATE (and its failures)."""
+    future, sendable = in_flight
+    results = future.result()
     now = clock()
     sent = [(d, result) for d, result in zip(sendable, results) if not isinstance(result, Exception)]
     _mark_sent_many(sent, now)
@@ -360,7 +369,7 @@ def _send_transactional(*, transport, deliveries, grants, limiter, counts, clock
         _fast_commit()
         results = transport.send_many(messages)
         sent_ids = [d.pk for d, result in zip(sendable, results) if not isinstance(result, Exception)]
-        Delivery.objects.filter(pk__in=sent_ids, status=Delivery.Status.SENDING).update(
+        Delivery.objects.filter(pk__any=sent_ids, status=Delivery.Status.SENDING).update(
             status=Delivery.Status.SENT, sent_at=now, error=""
         )
     counts["sent"] += len(sent_ids)
@@ -375,6 +384,12 @@ def deliveries_send_chunk(*, delivery_ids: list[int], channel: str, transport=No
 
     Idempotent: ids already sent, skipped or claimed by another worker are left alone, so a
     redelivered task (acks_late) or a duplicate chunk sends nothing twice.
+
+    Email and SMS batches overlap: while the provider takes batch N on a thread of its own,
+    this thread claims and renders batch N+1, then waits for N and marks it. At most one batch
+    is with the provider at a time, so a worker killed mid-chunk leaves at most two batches
+    ``sending`` (released later as stale, see the module docstring). In-app batches are our own
+    database's work and run one after the other, each in one transaction.
     """
     result = ChunkResult()
     ids = sorted(set(delivery_ids))
@@ -383,8 +398,9 @@ def deliveries_send_chunk(*, delivery_ids: list[int], channel: str, transport=No
     policy = ChannelPolicy.objects.filter(channel=channel).first()
     limiter = RateLimiter(channel=channel, per_second=policy.rate_per_second if policy else None)
     transport = transport or transport_for(channel)
-    send = _send_transactional if transport.transactional else _send_batch
+    sender = None if transport.transactional else ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"send-{channel}")
     opened = False
+    in_flight = None
     try:
         batch = CLAIM_BATCH_TRANSACTIONAL if transport.transactional else CLAIM_BATCH
         for start in range(0, len(ids), batch):
@@ -402,10 +418,24 @@ def deliveries_send_chunk(*, delivery_ids: list[int], channel: str, transport=No
                     for delivery in claimed:
                         _mark_error(delivery, exc, clock(), result.counts)
                     continue
-            send(transport=transport, deliveries=claimed, grants=grants, limiter=limiter, counts=result.counts, clock=clock)
+            if transport.transactional:
+                _send_transactional(transport=transport, deliveries=claimed, grants=grants, limiter=limiter,
+                                    counts=result.counts, clock=clock)
+                continue
+            started = _send_batch_start(sender=sender, transport=transport, deliveries=claimed, grants=grants,
+                                        limiter=limiter, counts=result.counts, clock=clock)
+            finishing, in_flight = in_flight, started  # if finishing fails, `started` is still drained below
+            if finishing is not None:
+                _send_batch_finish(finishing, counts=result.counts, clock=clock)
     finally:
-        if opened:
-            transport.close()
+        try:
+            if in_flight is not None:  # sent, or being sent: wait and record it, even when unwinding
+                _send_batch_finish(in_flight, counts=result.counts, clock=clock)
+        finally:
+            if sender is not None:
+                sender.shutdown(wait=True)
+            if opened:
+                transport.close()
     logger.info("deliveries_send_chunk channel=%s ids=%d %s", channel, len(ids),
                 " ".join(f"{k}={v}" for k, v in sorted(result.counts.items())))
     return result

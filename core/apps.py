@@ -7,6 +7,11 @@ class CoreConfig(AppConfig):
     name = "core"
     verbose_name = "Core"
 
+    def ready(self):
+        from core import lookups
+
+        lookups.register()
+
 
 class BackOfficeAdminConfig(admin_apps.AdminConfig):
     default = False
