@@ -5,6 +5,11 @@ RFC 8058 headers Gmail and Yahoo require of bulk senders:
 ``List-Unsubscribe: <https://...>`` (plus ``<mailto:...>`` when LIST_UNSUBSCRIBE_MAILTO is
 set) and ``List-Unsubscribe-Post: List-Unsubscribe=One-Click``. Django encodes non-ASCII
 subjects and display names (RFC 2047), so 想你了！ arrives as written.
+
+With Django's SMTP backend the transport writes each message's bytes itself
+(``marketing_email_bytes``: the same bytes Django's generator writes, proven by a property
+test) and hands them to the backend's open session; every other backend (console, file,
+locmem, anymail's) gets the ``EmailMultiAlternatives`` as usual.
 """
 
 import functools
@@ -95,6 +100,71 @@ class MarketingEmail(EmailMultiAlternatives):
         return msg
 
 
+_NEWLINE = re.compile(r"\r\n|\r|\n")
+_MAX_LINE_BYTES = 998  # RFC 5322; Django switches a part to quoted-printable above it
+
+
+def _part_bytes(content: str, subtype: str) -> bytes | None:
+    """One 8bit UTF-8 text part, as compat32 writes it; None when a line needs quoted-printable."""
+    lines = _NEWLINE.split(content)
+    encoded = [line.encode("utf-8", "surrogateescape") for line in lines]
+    if any(len(line) > _MAX_LINE_BYTES for line in encoded):
+        return None
+    transfer_encoding = "7bit" if content.isascii() else "8bit"
+    head = (f'Content-Type: text/{subtype}; charset="utf-8"\r\nMIME-Version: 1.0\r\n'
+            f"Content-Transfer-Encoding: {transfer_encoding}\r\n\r\n").encode()
+    return head + b"\r\n".join(encoded)
+
+
+def marketing_email_bytes(email: "MarketingEmail", *, date: str) -> bytes | None:
+    """``email.message().as_bytes(linesep="\\r\\n")``, byte for byte, built directly.
+
+    A marketing email is always the same shape: a text and an HTML part, UTF-8, 8bit, and a
+    handful of headers. Building it through ``email.mime`` objects and the generator cost a
+    third of the CPU of sending it; this writes the same bytes from the same header encoding
+    (Django's ``forbid_multi_line_headers`` and compat32's folding, memoized) without the
+    object tree. ``tests/campaigns/test_channels_email.py`` compares the two on generated
+    messages. Returns None for what it does not cover (a line over 998 bytes, which Django
+    sends quoted-printable, other alternatives or attachments): the caller then uses Django's.
+    """
+    from django.core.mail.message import forbid_multi_line_headers
+
+    if email.attachments or [mimetype for _content, mimetype in email.alternatives] != ["text/html"] or \
+            email.content_subtype != "plain" or (email.encoding or settings.DEFAULT_CHARSET).lower() != "utf-8" or \
+            not email.body:  # Django leaves an empty text part out
+        return None
+    parts = [_part_bytes(email.body, "plain"), _part_bytes(email.alternatives[0][0], "html")]
+    if None in parts:
+        return None
+    boundary = f"==============={secrets.token_hex(16)}=="
+    if any(boundary.encode() in part for part in parts):
+        return None
+    extra = email.extra_headers
+    headers = [("Subject", email.subject), ("From", extra.get("From", email.from_email))]
+    if "To" in extra or email.to:
+        headers.append(("To", extra["To"] if "To" in extra else ", ".join(str(v) for v in email.to)))
+    names = {name.lower() for name in extra}
+    if email.cc or email.bcc or email.reply_to or names & {"cc", "reply-to"}:
+        return None
+    if "date" not in names:
+        headers.append(("Date", date))
+    if "message-id" not in names:
+        return None
+    headers.extend((name, value) for name, value in extra.items() if name.lower() not in {"from", "to", "cc", "reply-to"})
+    # sanitize=False: what compat32's fold_binary (the BytesGenerator's) passes for 8bit messages.
+    out = [_fold("Content-Type", f'multipart/alternative; boundary="{boundary}"', False, "\r\n", 78),
+           "MIME-Version: 1.0\r\n"]
+    for name, value in headers:
+        name, value = forbid_multi_line_headers(name, value, "utf-8")
+        out.append(_fold(name, value, False, "\r\n", 78))
+    out.append("\r\n")
+    delimiter = f"--{boundary}\r\n".encode()
+    return b"".join([
+        "".join(out).encode("ascii", "surrogateescape"), delimiter, parts[0], b"\r\n", delimiter, parts[1],
+        f"\r\n--{boundary}--\r\n".encode(),
+    ])
+
+
 class EmailTransport(Transport):
     """One backend connection per batch (``open``/``close``): an SMTP session is reused for
     every message of a chunk instead of a TCP+TLS handshake each.
@@ -113,6 +183,7 @@ class EmailTransport(Transport):
         self._broken = False  # the session died; reopen before the next message
         self._concurrency = 1 if connection is not None else (concurrency or send_concurrency())
         self._lanes: list[EmailTransport] = []  # the extra sessions, opened on the first big batch
+        self._envelope_from = None  # DEFAULT_FROM_EMAIL as the SMTP envelope wants it, once
         self._pool = None
 
     @property
@@ -157,12 +228,39 @@ class EmailTransport(Transport):
         email.attach_alternative(rendered.html, "text/html")
         return email
 
+    def _smtp_session(self):
+        """The open smtplib session when the backend is Django's SMTP backend, else None."""
+        from django.core.mail.backends.smtp import EmailBackend as SmtpBackend
+
+        backend = self.connection
+        return backend.connection if isinstance(backend, SmtpBackend) else None
+
+    def _send_direct(self, session, email, to: str) -> bool:
+        """Django's SMTP backend, with its session open: give the session the message's bytes
+        (``marketing_email_bytes``) and skip the backend's MIME object tree. False when the
+        message is not of the shape it covers; the caller then goes through the backend."""
+        from django.core.mail.message import sanitize_address
+        from email.utils import formatdate
+
+        raw = marketing_email_bytes(email, date=formatdate(localtime=settings.EMAIL_USE_LOCALTIME))
+        if raw is None:
+            return False
+        if self._envelope_from is None:
+            self._envelope_from = sanitize_address(email.from_email, "utf-8")
+        recipient = to if to.isascii() else sanitize_address(to, "utf-8")  # IDN domains: punycode, as Django does
+        session.sendmail(self._envelope_from, [recipient], raw)
+        return True
+
     def send(self, message: OutboundMessage) -> str:
         email = self.build(message)
         if self._broken:
             self.open()
         try:
-            sent = self.connection.send_messages([email])
+            session = self._smtp_session()
+            if session is not None and self._send_direct(session, email, message.to):
+                sent = 1
+            else:
+                sent = self.connection.send_messages([email])
         except smtplib.SMTPRecipientsRefused as exc:
             code = min((value[0] for value in exc.recipients.values()), default=550)
             self._reset()

@@ -2,6 +2,7 @@
 
 import smtplib
 from email._policybase import Compat32
+from email.utils import formataddr
 from unittest import mock
 
 import pytest
@@ -12,7 +13,7 @@ from hypothesis import settings as settings_h
 from hypothesis import strategies as st
 
 from campaigns.channels.base import OutboundMessage, TransportError
-from campaigns.channels.email import _FOLDING_POLICY, EmailTransport, MarketingEmail
+from campaigns.channels.email import _FOLDING_POLICY, EmailTransport, MarketingEmail, marketing_email_bytes
 from campaigns.rendering import RenderedMessage
 from tests.factories import CustomerFactory
 
@@ -155,3 +156,48 @@ def test_each_marketing_email_gets_its_own_boundary_absent_from_its_parts():
     for message in messages:
         raw = message.as_bytes(linesep="\r\n")
         assert raw.count(f"--{message.get_boundary()}".encode()) == 3  # two parts and the closing line
+
+
+# The SMTP fast path: marketing_email_bytes must write what Django's generator writes.
+
+_line_text = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=200)
+
+
+def _email_for(subject, name, text, html, **extra):
+    headers = {"Message-ID": "<42@winback.example.com>", "Date": "Tue, 24 Nov 2026 20:24:32 -0000",
+               "List-Unsubscribe": "<https://winback.example.com/consent/unsubscribe/" + "t" * 60 + "/>",
+               "List-Unsubscribe-Post": "List-Unsubscribe=One-Click", **extra}
+    email = MarketingEmail(subject=subject, body=text, from_email="品牌 Brand <winback@example.com>",
+                           to=[formataddr((name, "x@example.com")) if name else "x@example.com"], headers=headers)
+    email.attach_alternative(html, "text/html")
+    return email
+
+
+@settings_h(max_examples=300, deadline=None)
+@given(subject=st.text(max_size=120).filter(lambda v: "\r" not in v and "\n" not in v),
+       name=st.text(max_size=40).filter(lambda v: "\r" not in v and "\n" not in v),
+       text=_line_text, html=_line_text)
+def test_direct_smtp_bytes_are_djangos_bytes(subject, name, text, html):
+    email = _email_for(subject, name, text, html)
+
+    direct = marketing_email_bytes(email, date="unused: the message has a Date header")
+
+    reference = email.message()
+    if direct is None:  # only for what Django sends quoted-printable
+        assert not text or any(len(line.encode()) > 998 for line in (text + "\n" + html).splitlines())
+        return
+    reference.set_boundary(direct.split(b'boundary="', 1)[1].split(b'"', 1)[0].decode())
+    assert direct == reference.as_bytes(linesep="\r\n")
+
+
+def test_direct_smtp_bytes_fall_back_for_what_they_do_not_cover():
+    assert marketing_email_bytes(_email_for("s", "n", "x" * 1200, "<p>y</p>"), date="d") is None  # quoted-printable
+    assert marketing_email_bytes(_email_for("s", "n", "", "<p>y</p>"), date="d") is None  # no text part
+    assert marketing_email_bytes(_email_for("s", "n", "t", "<p>y</p>", Cc="a@example.com"), date="d") is None
+    assert marketing_email_bytes(_email_for("s", "n", "t", "<p>y</p>", **{"X-Campaign": "7"}), date="d") is not None
+    no_message_id = _email_for("s", "n", "t", "<p>y</p>")
+    del no_message_id.extra_headers["Message-ID"]
+    assert marketing_email_bytes(no_message_id, date="d") is None
+    with_cc = _email_for("s", "n", "t", "<p>y</p>")
+    with_cc.cc = ["c@example.com"]
+    assert marketing_email_bytes(with_cc, date="d") is None
