@@ -167,8 +167,12 @@ def _compile(source: str, autoescape: bool):
     return engine.from_string(source), _simple_parts(source)
 
 
-def render_string(source: str, context: dict, *, autoescape: bool, field: str = "") -> str:
-    """Render one template string in the sandbox; raise ``TemplateRenderError`` on any failure."""
+def render_string(source: str, context: dict, *, autoescape: bool, field: str = "", zone=None) -> str:
+    """Render one template string in the sandbox; raise ``TemplateRenderError`` on any failure.
+
+    ``zone``: the time zone dates render in (the customer's). Only the engine can print a
+    date, so only the engine path activates it (activating costs more than a simple render).
+    """
     if not source:
         return ""
     try:
@@ -178,7 +182,10 @@ def render_string(source: str, context: dict, *, autoescape: bool, field: str = 
                 return _render_simple(parts, context, autoescape)
             except _Fallback:
                 pass
-        return template.render(Context(context, autoescape=autoescape))
+        if zone is None:
+            return template.render(Context(context, autoescape=autoescape))
+        with timezone.override(zone):
+            return template.render(Context(context, autoescape=autoescape))
     except Exception as exc:  # noqa: BLE001 - every failure of untrusted template code is the marketer's to fix
         raise TemplateRenderError(f"{type(exc).__name__}: {exc}", field=field) from exc
 
@@ -352,12 +359,12 @@ def _email_text_footer(*, locale: str, unsubscribe_url: str, preferences_url: st
     return f"\n\n--\nUnsubscribe: {unsubscribe_url}\nEmail preferences: {preferences_url}"
 
 
-def _render_fields(*, template, context: dict, channel: str, locale: str) -> RenderedMessage:
+def _render_fields(*, template, context: dict, channel: str, locale: str, zone=None) -> RenderedMessage:
     def text(field):
-        return render_string(getattr(template, field), context, autoescape=False, field=field)
+        return render_string(getattr(template, field), context, autoescape=False, field=field, zone=zone)
 
     def html(field):
-        return render_string(getattr(template, field), context, autoescape=True, field=field)
+        return render_string(getattr(template, field), context, autoescape=True, field=field, zone=zone)
 
     unsubscribe, preferences = context["unsubscribe_url"], context["preferences_url"]
     if channel == Channel.EMAIL:
@@ -423,8 +430,8 @@ def render_message(*, template, customer, campaign=None, grant=None, channel=Non
     context = build_context(
         customer=customer, campaign=campaign, grant=grant, unsubscribe_url=unsubscribe, preferences_url=preferences
     )
-    with timezone.override(_customer_timezone(customer)):
-        return _render_fields(template=template, context=context, channel=channel, locale=customer.locale)
+    return _render_fields(template=template, context=context, channel=channel, locale=customer.locale,
+                          zone=_customer_timezone(customer))
 
 
 # Starting points --------------------------------------------------------------------------

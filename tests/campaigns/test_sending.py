@@ -227,6 +227,51 @@ def test_in_app_batch_writes_inbox_messages_with_the_unsubscribe_link():
     assert all(m.delivery.status == "sent" and m.unsubscribe_url.startswith("https://winback.example.com/") for m in messages)
 
 
+def test_an_in_app_message_that_fails_is_failed_and_not_written_while_the_others_are_sent(monkeypatch):
+    # In-app batches are claimed as sent and written in one transaction; a failing message
+    # must come out of that "sent" again.
+    customers = customers_with_consent(3, channels=("in_app",))
+    run = materialized(campaign_for(channels=("in_app",)))
+    from campaigns import sending
+
+    real_render = sending._render
+
+    def render(delivery, grant):
+        if delivery.customer_id == customers[1].pk:
+            raise ValueError("no such variable")
+        return real_render(delivery, grant)
+
+    monkeypatch.setattr(sending, "_render", render)
+    result = deliveries_send_chunk(delivery_ids=pending_ids(run, "in_app"), channel="in_app")
+
+    assert (result.counts["sent"], result.counts["failed"]) == (2, 1)
+    failed = Delivery.objects.get(run=run, customer=customers[1])
+    assert (failed.status, failed.sent_at, failed.attempts) == ("failed", None, 1)
+    assert "render failed" in failed.error
+    assert sorted(InboxMessage.objects.values_list("customer_id", flat=True)) == sorted(
+        [customers[0].pk, customers[2].pk])
+    assert all(d.sent_at is not None for d in Delivery.objects.filter(run=run, status="sent"))
+
+
+def test_an_in_app_batch_that_crashes_writes_nothing_and_stays_pending(monkeypatch):
+    customers_with_consent(3, channels=("in_app",))
+    run = materialized(campaign_for(channels=("in_app",)))
+
+    def crash(self, messages, *, before_each=None):
+        raise SystemExit("worker killed mid-INSERT")
+
+    monkeypatch.setattr("campaigns.channels.in_app.InAppTransport.send_many", crash)
+    with pytest.raises(SystemExit):
+        deliveries_send_chunk(delivery_ids=pending_ids(run, "in_app"), channel="in_app")
+    monkeypatch.undo()
+
+    assert InboxMessage.objects.count() == 0
+    assert set(Delivery.objects.filter(run=run).values_list("status", "attempts", "sent_at")) == {("pending", 0, None)}
+    # and the redelivered chunk sends each message once
+    assert deliveries_send_chunk(delivery_ids=pending_ids(run, "in_app"), channel="in_app").counts["sent"] == 3
+    assert InboxMessage.objects.count() == 3
+
+
 def test_sms_outside_the_window_at_claim_time_is_deferred_without_costing_an_attempt(tmp_path):
     # given: materialized at 18:00 in Shanghai (window open), claimed at 22:00 (closed)
     customers_with_consent(1, channels=("sms",), timezone="Asia/Shanghai")

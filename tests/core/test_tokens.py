@@ -78,3 +78,13 @@ def test_urls_are_absolute_and_point_at_the_consent_pages():
     token = unsubscribe.rstrip("/").rsplit("/", 1)[1]
     assert unsubscribe_token_read(token).channel == "in_app"
     assert unsubscribe_token_read(prefs.rstrip("/").rsplit("/", 1)[1]).channel == "email"
+
+
+@pytest.mark.parametrize("customer_id, channel", [(1, "email"), (987654321012, "sms"), (42, "in_app")])
+def test_a_token_is_exactly_what_django_signing_makes(customer_id, channel, settings):
+    settings.SECRET_KEY = "another-secret-key-for-this-test-" + "x" * 20
+    with mock.patch("time.time", return_value=1_790_000_000.5):
+        ours = unsubscribe_token_make(customer_id=customer_id, channel=channel)
+        django_s = signing.dumps({"c": customer_id, "ch": channel}, salt=tokens._SALT, compress=False)
+
+    assert ours == django_s
