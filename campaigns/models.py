@@ -396,7 +396,9 @@ class Delivery(models.Model):
 
 
 class InboxMessage(models.Model):
-    customer = models.ForeignKey("reactivation.Customer", on_delete=models.CASCADE, related_name="inbox")
+    # No single-column index on customer: inbox_customer_idx starts with it, and every index is
+    # written once per in-app message sent.
+    customer = models.ForeignKey("reactivation.Customer", on_delete=models.CASCADE, related_name="inbox", db_index=False)
     delivery = models.OneToOneField(Delivery, null=True, blank=True, on_delete=models.SET_NULL, related_name="inbox_message")
     title = models.CharField(max_length=200)
     body = models.TextField()

@@ -399,10 +399,17 @@ _TOKEN_PLACEHOLDER = "TOKEN0PLACEHOLDER"
 
 
 @functools.lru_cache(maxsize=16)
-def _url_pattern(name: str, urlconf) -> str:
-    # Tokens are made of [A-Za-z0-9_-:], which reverse() leaves unquoted, so substituting the
-    # token into a reversed placeholder gives exactly reverse(name, args=[token]).
-    return reverse(name, args=[_TOKEN_PLACEHOLDER], urlconf=urlconf).replace("%", "%%").replace(_TOKEN_PLACEHOLDER, "%s")
+def _link_patterns(site_url: str, urlconf) -> tuple[str, str]:
+    """The absolute unsubscribe and preferences URLs with ``%s`` where the token goes.
+
+    Tokens are made of [A-Za-z0-9_-:], which reverse() leaves unquoted, so substituting the
+    token into a reversed placeholder gives exactly SITE_URL + reverse(name, args=[token]).
+    """
+    def pattern(name):
+        path = reverse(name, args=[_TOKEN_PLACEHOLDER], urlconf=urlconf)
+        return (site_url + path).replace("%", "%%").replace(_TOKEN_PLACEHOLDER, "%s")
+
+    return pattern("consent:unsubscribe"), pattern("consent:preferences")
 
 
 def preview_urls(channel: str) -> tuple[str, str]:
@@ -425,8 +432,8 @@ def render_message(*, template, customer, campaign=None, grant=None, channel=Non
         # Same URLs as core.tokens.unsubscribe_url/preferences_url, one token for both and no
         # reverse() per message (reverse is a third of the cost of rendering an in-app message).
         token = tokens.unsubscribe_token_make(customer_id=customer.pk, channel=channel)
-        unsubscribe = settings.SITE_URL + _url_pattern("consent:unsubscribe", get_urlconf() or settings.ROOT_URLCONF) % token
-        preferences = settings.SITE_URL + _url_pattern("consent:preferences", get_urlconf() or settings.ROOT_URLCONF) % token
+        unsubscribe, preferences = _link_patterns(settings.SITE_URL, get_urlconf() or settings.ROOT_URLCONF)
+        unsubscribe, preferences = unsubscribe % token, preferences % token
     context = build_context(
         customer=customer, campaign=campaign, grant=grant, unsubscribe_url=unsubscribe, preferences_url=preferences
     )
