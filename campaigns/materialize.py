@@ -52,9 +52,12 @@ MATERIALIZE_PARALLEL_MIN_CUSTOMERS = 100_000
 ADDRESS_FIELD = {Channel.EMAIL: "email", Channel.SMS: "phone"}
 IN_FLIGHT = (Delivery.Status.PENDING, Delivery.Status.SENDING, Delivery.Status.DEFERRED)
 
-# Holdout hash: (customer id + campaign salt) times a large odd constant, modulo a prime, modulo
-# 100. Integer arithmetic that SQLite and PostgreSQL compute identically (no overflow below
-# 3.4e9 customers), stable across runs, and different for each campaign.
+# Holdout hash: (customer id + campaign salt) times the golden-ratio constant, modulo a prime,
+# scaled to 0-99 (times 100, divided by the prime). Scaling, not "% 100": the product's low
+# digits repeat with a short period over consecutive ids, so "% 100" could hold out 4 of 100
+# consecutive customers where 20 were asked; scaled, any 100 consecutive ids give 18-21.
+# Integer arithmetic that SQLite and PostgreSQL compute identically (no overflow below 3.4e9
+# customers), stable across runs, and different for each campaign.
 _HASH_MULTIPLIER = 2654435761
 _HASH_PRIME = 4294967291
 _HASH_SALT = 7919
@@ -62,7 +65,7 @@ _HASH_SALT = 7919
 
 def holdout_bucket(*, customer_id: int, campaign_id: int) -> int:
     """The customer's bucket 0-99 for this campaign (the same formula as in the SQL)."""
-    return ((customer_id + campaign_id * _HASH_SALT) * _HASH_MULTIPLIER) % _HASH_PRIME % 100
+    return ((customer_id + campaign_id * _HASH_SALT) * _HASH_MULTIPLIER) % _HASH_PRIME * 100 // _HASH_PRIME
 
 
 def channel_enabled(*, campaign: Campaign, channel: str, contact_policy: ContactPolicy) -> bool:
@@ -301,7 +304,8 @@ def run_materialize(*, run: CampaignRun, now: datetime | None = None) -> int:
         reentry = "m.reentry = 1"
 
     holdout = (
-        f"((c.id + %s) * {_HASH_MULTIPLIER}) %% {_HASH_PRIME} %% 100 < %s" if campaign.holdout_percent else "1 = 0"
+        f"((c.id + %s) * {_HASH_MULTIPLIER}) %% {_HASH_PRIME} * 100 / {_HASH_PRIME} < %s" if campaign.holdout_percent
+        else "1 = 0"
     )
     holdout_params = [campaign.pk * _HASH_SALT, campaign.holdout_percent] if campaign.holdout_percent else []
 

@@ -112,6 +112,15 @@ def test_holdout_is_deterministic_per_customer_and_campaign():
     assert not Delivery.objects.filter(run=run, status="holdout").exclude(skip_reason="").exists()
 
 
+@pytest.mark.parametrize("campaign_id", [1, 7, 299, 4321])
+@pytest.mark.parametrize("first_customer_id", [1, 2836, 99_991, 7_000_003])
+def test_holdout_holds_out_the_asked_share_of_any_consecutive_customers(campaign_id, first_customer_id):
+    # Customer ids are consecutive after an import: every stretch must give the asked share.
+    held = sum(holdout_bucket(customer_id=i, campaign_id=campaign_id) < 20
+               for i in range(first_customer_id, first_customer_id + 100))
+    assert 17 <= held <= 23
+
+
 def test_reentry_skips_customers_reached_within_reentry_days_only():
     campaign = campaign_for(reentry_days=30)
     recent, old, never = customers_with_consent(3)
