@@ -272,6 +272,18 @@ def test_an_in_app_batch_that_crashes_writes_nothing_and_stays_pending(monkeypat
     assert InboxMessage.objects.count() == 3
 
 
+def test_deleting_a_run_keeps_its_inbox_messages_unlinked():
+    # InboxMessage.delivery has no database constraint: the ORM's SET_NULL must do its work.
+    customers_with_consent(2, channels=("in_app",))
+    run = materialized(campaign_for(channels=("in_app",)))
+    deliveries_send_chunk(delivery_ids=pending_ids(run, "in_app"), channel="in_app")
+
+    run.delete()
+
+    assert Delivery.objects.count() == 0
+    assert list(InboxMessage.objects.values_list("delivery_id", flat=True)) == [None, None]
+
+
 def test_sms_outside_the_window_at_claim_time_is_deferred_without_costing_an_attempt(tmp_path):
     # given: materialized at 18:00 in Shanghai (window open), claimed at 22:00 (closed)
     customers_with_consent(1, channels=("sms",), timezone="Asia/Shanghai")
