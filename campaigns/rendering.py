@@ -33,7 +33,7 @@ from django.template.loader import render_to_string
 from django.urls import get_urlconf, reverse
 from django.utils import timezone
 from django.utils.html import escape
-from django.utils.safestring import mark_safe
+from django.utils.safestring import SafeString, mark_safe
 
 from consent.models import Channel
 from core import tokens
@@ -156,7 +156,7 @@ def _render_simple(parts, context: dict, autoescape: bool) -> str:
         if value.__class__ is not str:
             raise _Fallback
         out.append(escape(value) if autoescape else value)
-    return mark_safe("".join(out))
+    return SafeString("".join(out))  # mark_safe() of a str, without its lazy-argument wrapper
 
 
 @functools.lru_cache(maxsize=512)
