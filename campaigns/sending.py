@@ -17,14 +17,13 @@
 
 Batches are small (``CLAIM_BATCH``) so an opt-out that arrives while a chunk is sending stops
 the messages of every later batch. In-app messages are written to our own database: their
-batch is sent and marked in one transaction, exactly once.
+batch is claimed (straight to ``sent``), written and marked in one transaction, exactly once.
 
 Email and SMS batches are handed to the transport whole (``send_many``), and the deliveries
 it accepted are marked ``sent`` in ONE UPDATE afterwards, not one commit per message (a
-commit per message capped a worker at a few hundred emails per second). While the provider
-takes one batch on a thread of its own, the worker claims and renders the next. The trade-off:
-a worker killed between the provider calls and that UPDATE leaves up to two batches (at most
-``2 * CLAIM_BATCH`` messages) ``sending`` instead of one message. Those rows are never resent at
+commit per message capped a worker at a few hundred emails per second). The trade-off: a
+worker killed between the provider calls and that UPDATE leaves up to one batch (at most
+``CLAIM_BATCH`` messages) ``sending`` instead of one message. Those rows are never resent at
 once: ``deliveries_release_stale`` returns them to ``pending`` only after ``STALE_AFTER`` and
 writes ``STALE_NOTE`` into their ``error``, so a customer who got a message twice can be
 explained. That is the one at-least-once window; everywhere else a delivery is sent at most once.
@@ -32,7 +31,6 @@ explained. That is the one at-least-once window; everywhere else a delivery is s
 
 import logging
 from collections import Counter, defaultdict
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -349,26 +347,19 @@ def _render_batch(*, deliveries, grants, counts, clock,
     return sendable, messages
 
 
-def _send_batch_start(*, sender, transport, deliveries, grants, limiter, counts, clock):
-    """Render a claimed batch and hand it to the provider on the ``sender`` thread; return what
-    ``_send_batch_finish`` needs, or None when nothing was left to send.
+def _send_batch(*, transport, deliveries, grants, limiter, counts, clock) -> None:
+    """Send a claimed batch through the provider, then mark it in one UPDATE.
 
     The transport gets the whole batch (``send_many``: the email transport spreads it over a
     few SMTP sessions) and takes a rate-limit permit before each message. Every delivery is
-    already ``sending`` (claimed), so a worker that dies before the marking UPDATE leaves its
-    batch ``sending``, never ``pending``: nothing is resent at once, and
-    ``deliveries_release_stale`` releases it later with a note.
+    already ``sending`` (claimed), so a worker that dies before the UPDATE leaves its batch
+    ``sending``, never ``pending``: nothing is resent at once, and ``deliveries_release_stale``
+    releases it later with a note.
     """
     sendable, messages = _render_batch(deliveries=deliveries, grants=grants, counts=counts, clock=clock)
     if not sendable:
-        return None
-    return sender.submit(transport.send_many, messages, before_each=limiter.acquire), sendable
-
-
-def _send_batch_finish(in_flight, *, counts, clock) -> None:
-    """Wait for a batch handed to the provider, then mark it in one UPDATE (and its failures)."""
-    future, sendable = in_flight
-    results = future.result()
+        return
+    results = transport.send_many(messages, before_each=limiter.acquire)
     now = clock()
     sent = [(d, result) for d, result in zip(sendable, results) if not isinstance(result, Exception)]
     _mark_sent_many(sent, now)
@@ -419,11 +410,8 @@ def deliveries_send_chunk(*, delivery_ids: list[int], channel: str, transport=No
     Idempotent: ids already sent, skipped or claimed by another worker are left alone, so a
     redelivered task (acks_late) or a duplicate chunk sends nothing twice.
 
-    Email and SMS batches overlap: while the provider takes batch N on a thread of its own,
-    this thread claims and renders batch N+1, then waits for N and marks it. At most one batch
-    is with the provider at a time, so a worker killed mid-chunk leaves at most two batches
-    ``sending`` (released later as stale, see the module docstring). In-app batches are our own
-    database's work and run one after the other, each in one transaction.
+    In-app batches (a ``transactional`` transport) are claimed, written and marked in one
+    transaction each (``_claim_and_send_transactional``).
     """
     result = ChunkResult()
     ids = sorted(set(delivery_ids))
@@ -432,9 +420,7 @@ def deliveries_send_chunk(*, delivery_ids: list[int], channel: str, transport=No
     policy = ChannelPolicy.objects.filter(channel=channel).first()
     limiter = RateLimiter(channel=channel, per_second=policy.rate_per_second if policy else None)
     transport = transport or transport_for(channel)
-    sender = None if transport.transactional else ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"send-{channel}")
     opened = False
-    in_flight = None
     try:
         batch = CLAIM_BATCH_TRANSACTIONAL if transport.transactional else CLAIM_BATCH
         for start in range(0, len(ids), batch):
@@ -462,20 +448,11 @@ def deliveries_send_chunk(*, delivery_ids: list[int], channel: str, transport=No
                     for delivery in claimed:
                         _mark_error(delivery, exc, clock(), result.counts)
                     continue
-            started = _send_batch_start(sender=sender, transport=transport, deliveries=claimed, grants=grants,
-                                        limiter=limiter, counts=result.counts, clock=clock)
-            finishing, in_flight = in_flight, started  # if finishing fails, `started` is still drained below
-            if finishing is not None:
-                _send_batch_finish(finishing, counts=result.counts, clock=clock)
+            _send_batch(transport=transport, deliveries=claimed, grants=grants, limiter=limiter, counts=result.counts,
+                        clock=clock)
     finally:
-        try:
-            if in_flight is not None:  # sent, or being sent: wait and record it, even when unwinding
-                _send_batch_finish(in_flight, counts=result.counts, clock=clock)
-        finally:
-            if sender is not None:
-                sender.shutdown(wait=True)
-            if opened:
-                transport.close()
+        if opened:
+            transport.close()
     logger.info("deliveries_send_chunk channel=%s ids=%d %s", channel, len(ids),
                 " ".join(f"{k}={v}" for k, v in sorted(result.counts.items())))
     return result

@@ -90,10 +90,6 @@ class Transport:
         ``TransportError`` or any other exception is returned in the message's place, never
         raised, so one bad message does not lose the outcome of the others. Transports may
         override this to send concurrently (email: several SMTP sessions).
-
-        The pipeline calls it on a thread of its own while it claims the next batch (unless
-        the transport is ``transactional``), so ``send``/``send_many`` must not use the
-        database: load what they need in ``__init__`` or ``open``.
         """
         results = []
         for message in messages:
