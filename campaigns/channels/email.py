@@ -216,7 +216,9 @@ class EmailTransport(Transport):
 
     def build(self, message: OutboundMessage) -> EmailMultiAlternatives:
         rendered = message.rendered
-        name = getattr(message.customer, "name", "") or ""
+        # A name with a vertical tab, form feed or another line break Python's email package
+        # splits on would break the To header: keep printable characters only.
+        name = "".join(ch for ch in getattr(message.customer, "name", "") or "" if ch.isprintable())
         headers = {"Message-ID": make_msgid(domain=_message_id_domain())}
         if rendered.unsubscribe_url:
             headers.update(list_unsubscribe_headers(rendered.unsubscribe_url))
@@ -233,7 +235,8 @@ class EmailTransport(Transport):
         from django.core.mail.backends.smtp import EmailBackend as SmtpBackend
 
         backend = self.connection
-        return backend.connection if isinstance(backend, SmtpBackend) else None
+        # Exactly Django's class: a subclass may do more in _send (DKIM signing, say).
+        return backend.connection if type(backend) is SmtpBackend else None
 
     def _send_direct(self, session, email, to: str) -> bool:
         """Django's SMTP backend, with its session open: give the session the message's bytes
@@ -304,10 +307,14 @@ class EmailTransport(Transport):
 
     def _reset(self) -> None:
         # A session that saw an error may be mid-transaction or dead: start a clean one for the
-        # next message of the batch.
-        batch = self._batch
-        self.close()
-        self._broken = batch
+        # next message of the batch. Only THIS session: _reset runs on a lane's thread, and
+        # close() would shut down the lane pool and the other lanes' sessions under them.
+        if self._connection is not None:
+            try:
+                self._connection.close()
+            except Exception:  # noqa: BLE001 - closing a dead connection must not hide the real error
+                pass
+        self._broken = self._batch
 
     def send_test(self, *, to: str, message) -> str:
         rendered = message

@@ -1,6 +1,8 @@
 """Email transport (campaigns.channels.email), faked at Django's locmem backend."""
 
 import smtplib
+import threading
+import time
 from email._policybase import Compat32
 from email.utils import formataddr
 from unittest import mock
@@ -201,3 +203,99 @@ def test_direct_smtp_bytes_fall_back_for_what_they_do_not_cover():
     with_cc = _email_for("s", "n", "t", "<p>y</p>")
     with_cc.cc = ["c@example.com"]
     assert marketing_email_bytes(with_cc, date="d") is None
+
+
+# Several SMTP sessions (lanes) through Django's SMTP backend, smtplib faked at its class.
+
+class FakeSMTP:
+    refused: set = set()
+    disconnect: set = set()
+    sent: list = []
+    lock = threading.Lock()
+
+    def __init__(self, host="", port=0, local_hostname=None, timeout=None, **kwargs):
+        self.open = True
+
+    def starttls(self, **kwargs):
+        pass
+
+    def login(self, *args):
+        pass
+
+    def sendmail(self, from_addr, to_addrs, msg, mail_options=(), rcpt_options=()):
+        assert self.open, "a session used after it was closed"
+        time.sleep(0.002)  # let the lanes overlap
+        if to_addrs[0] in self.refused:
+            raise smtplib.SMTPRecipientsRefused({to_addrs[0]: (550, b"no such user")})
+        if to_addrs[0] in self.disconnect:
+            raise smtplib.SMTPServerDisconnected("Connection unexpectedly closed")
+        with self.lock:
+            self.sent.append((from_addr, list(to_addrs), msg))
+        return {}
+
+    def quit(self):
+        self.open = False
+
+    def close(self):
+        self.open = False
+
+
+@pytest.fixture
+def fake_smtp(settings, monkeypatch):
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    monkeypatch.setattr(smtplib, "SMTP", FakeSMTP)
+    FakeSMTP.refused, FakeSMTP.disconnect, FakeSMTP.sent = set(), set(), []
+    return FakeSMTP
+
+
+def _outbound(n):
+    rendered = RenderedMessage(subject="Hi", html="<p>x</p>", text="x", unsubscribe_url="https://winback.example.com/u/t/")
+    return [OutboundMessage(to=f"user{i}@example.com", rendered=rendered) for i in range(n)]
+
+
+@pytest.mark.parametrize("kind, permanent", [("refused", True), ("disconnect", False)])
+def test_an_smtp_error_on_one_lane_fails_that_message_only_and_the_next_batch_still_goes(fake_smtp, kind, permanent):
+    getattr(fake_smtp, kind).add("user0@example.com")  # message 0 goes to lane 0, the transport itself
+    transport = EmailTransport(concurrency=4)
+    transport.open()
+    try:
+        results = transport.send_many(_outbound(40))
+        assert isinstance(results[0], TransportError) and results[0].permanent is permanent
+        assert not any(isinstance(result, Exception) for result in results[1:])
+
+        again = transport.send_many(_outbound(40))
+    finally:
+        transport.close()
+    assert not any(isinstance(result, Exception) for result in again[1:])
+    assert len(fake_smtp.sent) == 39 + 39
+
+
+@pytest.mark.django_db
+def test_a_refused_address_in_a_multi_session_chunk_is_failed_and_suppressed_and_the_rest_sent(fake_smtp, settings):
+    from campaigns import services
+    from campaigns.models import Delivery
+    from consent.models import Suppression
+    from tests.campaigns.pipeline_helpers import campaign_for, customers_with_consent
+    from tests.campaigns.test_sending import materialized, pending_ids
+
+    settings.EMAIL_SEND_CONCURRENCY = 4
+    customers_with_consent(300)
+    run = materialized(campaign_for())
+    ids = pending_ids(run)
+    refused = Delivery.objects.get(pk=ids[0])
+    fake_smtp.refused.add(refused.address)
+
+    services.chunk_send(delivery_ids=ids, channel="email")
+
+    refused.refresh_from_db()
+    assert refused.status == "failed" and "550" in refused.error
+    assert Suppression.objects.filter(channel="email", address=refused.address).exists()
+    assert Delivery.objects.filter(run=run, status="sent").count() == len(ids) - 1 == len(fake_smtp.sent)
+
+
+def test_a_display_name_with_a_line_break_character_cannot_break_the_to_header():
+    customer = CustomerFactory.build(name="Ann\x0bX-Injected: yes", pk=1)
+    email = EmailTransport().build(message(customer))
+    raw = email.message().as_bytes(linesep="\r\n")
+    headers = raw.split(b"\r\n\r\n", 1)[0]
+    assert b"\r\nX-Injected" not in headers
