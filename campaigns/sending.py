@@ -371,6 +371,28 @@ def _send_batch(*, transport, deliveries, grants, limiter, counts, clock) -> Non
             _mark_error(delivery, result, now, counts)
 
 
+def _send_transactional(*, transport, deliveries, grants, limiter, counts, clock) -> None:
+    """Write and mark an already claimed batch in one transaction (in-app, when the batch's
+    campaign has an offer: see ``deliveries_send_chunk``)."""
+    sendable, messages = _render_batch(deliveries=deliveries, grants=grants, counts=counts, clock=clock)
+    if not sendable:
+        return
+    for _ in sendable:
+        limiter.acquire()
+    now = clock()
+    with transaction.atomic():
+        _fast_commit()
+        results = transport.send_many(messages)
+        sent_ids = [d.pk for d, result in zip(sendable, results) if not isinstance(result, Exception)]
+        Delivery.objects.filter(pk__any=sent_ids, status=Delivery.Status.SENDING).update(
+            status=Delivery.Status.SENT, sent_at=now, error=""
+        )
+    counts["sent"] += len(sent_ids)
+    for delivery, result in zip(sendable, results):
+        if isinstance(result, Exception):
+            _mark_error(delivery, result, now, counts)
+
+
 def _claim_and_send_transactional(*, delivery_ids, channel, transport, limiter, counts, now, clock) -> list[Delivery]:
     """Claim, render and send a batch in ONE transaction (in-app: our own database); return
     the claimed deliveries.
@@ -411,7 +433,14 @@ def deliveries_send_chunk(*, delivery_ids: list[int], channel: str, transport=No
     redelivered task (acks_late) or a duplicate chunk sends nothing twice.
 
     In-app batches (a ``transactional`` transport) are claimed, written and marked in one
-    transaction each (``_claim_and_send_transactional``).
+    transaction each (``_claim_and_send_transactional``), except when a campaign of the chunk
+    has an offer: issuing grants locks the offer row (its budget), and holding that lock while
+    a whole batch renders and writes would let one in-app worker at a time send that campaign.
+    Those batches are claimed and granted first, then written and marked in a transaction.
+
+    If the chunk fails on an unexpected error (a database error, the cache behind the rate
+    limit down), the deliveries it had not reached are deferred, not left pending for ever
+    (``_defer_after_crash``), and the error propagates.
     """
     result = ChunkResult()
     ids = sorted(set(delivery_ids))
@@ -420,22 +449,25 @@ def deliveries_send_chunk(*, delivery_ids: list[int], channel: str, transport=No
     policy = ChannelPolicy.objects.filter(channel=channel).first()
     limiter = RateLimiter(channel=channel, per_second=policy.rate_per_second if policy else None)
     transport = transport or transport_for(channel)
+    one_transaction = transport.transactional and not Delivery.objects.filter(
+        pk__any=ids, campaign__offer__isnull=False).exists()
+    batch = CLAIM_BATCH_TRANSACTIONAL if transport.transactional else CLAIM_BATCH
     opened = False
+    start = 0
     try:
-        batch = CLAIM_BATCH_TRANSACTIONAL if transport.transactional else CLAIM_BATCH
         for start in range(0, len(ids), batch):
-            if transport.transactional:
+            current = ids[start:start + batch]
+            if one_transaction:
                 if not opened:
                     transport.open()  # a database transport has nothing that can fail to open
                     opened = True
                 claimed = _claim_and_send_transactional(
-                    delivery_ids=ids[start:start + batch], channel=channel, transport=transport, limiter=limiter,
+                    delivery_ids=current, channel=channel, transport=transport, limiter=limiter,
                     counts=result.counts, now=now or clock(), clock=clock,
                 )
                 result.run_ids.update(d.run_id for d in claimed)
                 continue
-            claimed = deliveries_claim(delivery_ids=ids[start:start + batch], channel=channel, now=now or clock(),
-                                       counts=result.counts)
+            claimed = deliveries_claim(delivery_ids=current, channel=channel, now=now or clock(), counts=result.counts)
             if not claimed:
                 continue
             result.run_ids.update(d.run_id for d in claimed)
@@ -448,14 +480,46 @@ def deliveries_send_chunk(*, delivery_ids: list[int], channel: str, transport=No
                     for delivery in claimed:
                         _mark_error(delivery, exc, clock(), result.counts)
                     continue
-            _send_batch(transport=transport, deliveries=claimed, grants=grants, limiter=limiter, counts=result.counts,
-                        clock=clock)
+            send = _send_transactional if transport.transactional else _send_batch
+            send(transport=transport, deliveries=claimed, grants=grants, limiter=limiter, counts=result.counts,
+                 clock=clock)
+    except Exception as exc:
+        _defer_after_crash(batch_ids=ids[start:start + batch], later_ids=ids[start + batch:], exc=exc, now=clock())
+        raise
     finally:
         if opened:
             transport.close()
     logger.info("deliveries_send_chunk channel=%s ids=%d %s", channel, len(ids),
                 " ".join(f"{k}={v}" for k, v in sorted(result.counts.items())))
     return result
+
+
+def _defer_after_crash(*, batch_ids: list[int], later_ids: list[int], exc: Exception, now: datetime) -> None:
+    """After an unexpected error in a chunk: hand what it left pending to the retry machinery.
+
+    Nothing else would pick those deliveries up: the task is acknowledged (it failed, it was
+    not lost), and ``dispatch_due`` only takes deliveries with a ``not_before``. The batch that
+    failed was rolled back; it counts an attempt and gets the back-off (it fails for good after
+    ``max_attempts``, so a batch that always fails does not loop). The batches after it were
+    not tried; they are due again after the first back-off. Deliveries already claimed
+    (``sending``) are the stale release's (``deliveries_release_stale``).
+    """
+    error = f"chunk failed: {type(exc).__name__}: {exc}"[:1000]
+    try:
+        with transaction.atomic():
+            untried = Delivery.objects.filter(status=Delivery.Status.PENDING, not_before__isnull=True)
+            failed_batch = untried.filter(pk__any=batch_ids)
+            for attempts in set(failed_batch.values_list("attempts", flat=True)):
+                rows = failed_batch.filter(attempts=attempts)
+                if attempts + 1 >= max_attempts():
+                    rows.update(status=Delivery.Status.FAILED, attempts=attempts + 1, error=error)
+                else:
+                    rows.update(attempts=attempts + 1, not_before=now + retry_backoff(attempts + 1), error=error)
+            untried.filter(pk__any=later_ids).update(not_before=now + retry_backoff(1))
+    except Exception:  # noqa: BLE001 - the database may be what failed; the original error is raised anyway
+        logger.exception("deliveries_defer_after_crash_failed batch=%d later=%d", len(batch_ids), len(later_ids))
+    else:
+        logger.error("deliveries_deferred_after_crash batch=%d later=%d error=%s", len(batch_ids), len(later_ids), error)
 
 
 @transaction.atomic

@@ -9,6 +9,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from campaigns.channels.base import Transport, TransportError
+from campaigns.channels.in_app import InAppTransport
 from campaigns.channels.sms import FileSmsBackend, SmsTransport
 from campaigns.materialize import run_materialize
 from campaigns.models import CampaignRun, ChannelPolicy, ContactPolicy, Delivery, InboxMessage, OfferGrant
@@ -284,6 +285,61 @@ def test_deleting_a_run_keeps_its_inbox_messages_unlinked():
     assert list(InboxMessage.objects.values_list("delivery_id", flat=True)) == [None, None]
 
 
+@pytest.mark.parametrize("channel, where", [("in_app", "limiter"), ("in_app", "insert"), ("email", "claim")])
+def test_a_chunk_that_fails_on_an_unexpected_error_is_deferred_and_picked_up_again(monkeypatch, channel, where):
+    # The task fails and is acknowledged: without the deferral nothing would ever pick these
+    # deliveries up again (pending, no not_before) and the run would never finish.
+    from django.db import OperationalError
+
+    from campaigns import sending, services
+    from campaigns.ratelimit import RateLimiter
+
+    customers_with_consent(3, channels=(channel,))
+    run = materialized(campaign_for(channels=(channel,)))
+    ids = pending_ids(run, channel)
+
+    def boom(*args, **kwargs):
+        raise {"limiter": ConnectionError("redis: connection reset")}.get(where, OperationalError("deadlock detected"))
+
+    target = {"limiter": (RateLimiter, "acquire"), "insert": (InAppTransport, "send_many"),
+              "claim": (sending, "deliveries_claim")}[where]
+    monkeypatch.setattr(*target, boom)
+    with pytest.raises(Exception):
+        services.chunk_send(delivery_ids=ids, channel=channel)
+    monkeypatch.undo()
+
+    deferred = list(Delivery.objects.filter(run=run).values_list("status", "attempts", "error"))
+    assert {(status, attempts) for status, attempts, _ in deferred} == {("pending", 1)}
+    assert all(error.startswith("chunk failed:") for _, _, error in deferred)
+    assert InboxMessage.objects.count() == 0
+
+    later = timezone.now() + timedelta(hours=1)
+    assert deliveries_dispatch_due(now=later) == 3  # queued again, as a chunk task
+    assert services.chunk_send(delivery_ids=ids, channel=channel).counts["sent"] == 3  # what that task runs
+
+
+def test_a_batch_that_always_fails_ends_failed_after_max_attempts(monkeypatch, settings):
+    from django.db import OperationalError
+
+    from campaigns import services
+
+    settings.CAMPAIGN_MAX_ATTEMPTS = 2
+    customers_with_consent(2, channels=("in_app",))
+    run = materialized(campaign_for(channels=("in_app",)))
+
+    def boom(self, messages, *, before_each=None):
+        raise OperationalError("statement timeout")
+
+    monkeypatch.setattr(InAppTransport, "send_many", boom)
+    for _ in range(2):
+        ids = list(Delivery.objects.filter(run=run, status="pending").values_list("pk", flat=True))
+        Delivery.objects.filter(pk__in=ids).update(not_before=None)  # as dispatch_due does when due
+        with pytest.raises(OperationalError):
+            services.chunk_send(delivery_ids=ids, channel="in_app")
+
+    assert set(Delivery.objects.filter(run=run).values_list("status", "attempts")) == {("failed", 2)}
+
+
 def test_sms_outside_the_window_at_claim_time_is_deferred_without_costing_an_attempt(tmp_path):
     # given: materialized at 18:00 in Shanghai (window open), claimed at 22:00 (closed)
     customers_with_consent(1, channels=("sms",), timezone="Asia/Shanghai")
@@ -437,3 +493,44 @@ def test_a_transport_bug_on_one_message_does_not_lose_the_others():
     statuses = dict(Delivery.objects.filter(run=run).values_list("pk", "status"))
     assert statuses == {ids[0]: "sent", ids[1]: "pending", ids[2]: "sent"}
     assert Delivery.objects.get(pk=ids[0]).provider_id == f"id-{ids[0]}"
+
+
+def test_in_app_with_an_offer_grants_and_sends_each_message_once():
+    customers_with_consent(3, channels=("in_app",))
+    run = materialized(campaign_for(channels=("in_app",), offer=OfferFactory(budget=2)))
+
+    result = deliveries_send_chunk(delivery_ids=pending_ids(run, "in_app"), channel="in_app")
+
+    assert result.counts["sent"] + result.counts["skipped_budget"] == 3
+    assert OfferGrant.objects.filter(run=run).count() == 2
+    assert InboxMessage.objects.count() == result.counts["sent"]
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_in_app_does_not_hold_the_offer_row_locked_while_it_writes_the_batch(monkeypatch):
+    # Grants lock the offer row (its budget); holding that lock through a whole batch would
+    # serialize every in-app worker sending the campaign.
+    import psycopg
+
+    customers_with_consent(3, channels=("in_app",))
+    offer = OfferFactory()
+    run = materialized(campaign_for(channels=("in_app",), offer=offer))
+    seen = []
+    real_send_many = InAppTransport.send_many
+    params = connection.get_connection_params()
+
+    def spy(self, messages, *, before_each=None):
+        with psycopg.connect(dbname=connection.settings_dict["NAME"], user=params.get("user"), host=params.get("host"),
+                             port=params.get("port"), autocommit=True) as other:
+            try:
+                other.execute("SELECT 1 FROM campaigns_offer WHERE id = %s FOR UPDATE NOWAIT", [offer.pk])
+                seen.append("free")
+            except psycopg.errors.LockNotAvailable:
+                seen.append("locked")
+        return real_send_many(self, messages, before_each=before_each)
+
+    monkeypatch.setattr(InAppTransport, "send_many", spy)
+    result = deliveries_send_chunk(delivery_ids=pending_ids(run, "in_app"), channel="in_app")
+
+    assert seen == ["free"] and result.counts["sent"] == 3
