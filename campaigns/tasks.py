@@ -10,6 +10,7 @@ again, so nothing goes out twice.
 import logging
 
 from celery import shared_task
+from django.db import InterfaceError, OperationalError
 
 from campaigns import services
 from campaigns.models import CampaignRun
@@ -37,7 +38,13 @@ def run_close_cancelled(run_id: int) -> int:
     return services.run_close_cancelled(run=run)
 
 
-@shared_task(name="campaigns.send_chunk", acks_late=True, ignore_result=True)
+# A chunk that fails on a database error (the server restarting, a deadlock, a timeout) is
+# retried as a whole, later: it is idempotent. What the failing chunk could still record is
+# already deferred (sending._defer_after_crash); this covers the case where the database was
+# too far gone to record even that.
+@shared_task(name="campaigns.send_chunk", acks_late=True, ignore_result=True,
+             autoretry_for=(OperationalError, InterfaceError), retry_backoff=30, retry_backoff_max=600,
+             retry_jitter=True, max_retries=8)
 def send_chunk(delivery_ids: list[int], channel: str) -> dict:
     result = services.chunk_send(delivery_ids=delivery_ids, channel=channel)
     return dict(result.counts)

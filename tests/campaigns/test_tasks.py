@@ -117,3 +117,41 @@ def test_a_cancelled_campaigns_queued_chunk_sends_nothing_and_the_close_task_ski
 def test_close_task_for_a_missing_run_is_logged_not_raised(caplog):
     assert tasks.run_close_cancelled(999_999) == 0
     assert "run_close_cancelled_missing run=999999" in caplog.text
+
+
+def test_a_chunk_that_fails_on_a_database_error_is_retried_by_celery(monkeypatch):
+    from django.db import OperationalError
+
+    from campaigns import services
+
+    class RetryRequested(Exception):
+        pass
+
+    def database_gone(*, delivery_ids, channel):
+        raise OperationalError("server closed the connection unexpectedly")
+
+    def retry(*args, **kwargs):
+        raise RetryRequested(kwargs)
+
+    monkeypatch.setattr(services, "chunk_send", database_gone)
+    monkeypatch.setattr(tasks.send_chunk, "retry", retry)
+
+    with pytest.raises(RetryRequested) as raised:
+        tasks.send_chunk.run([1, 2], "email")
+
+    requested = raised.value.args[0]
+    assert isinstance(requested["exc"], OperationalError) and requested["countdown"] > 0
+    assert tasks.send_chunk.max_retries == 8
+
+
+def test_a_chunk_that_fails_on_a_bug_is_not_retried_by_celery(monkeypatch):
+    from campaigns import services
+
+    def bug(*, delivery_ids, channel):
+        raise KeyError("a bug, not the database")
+
+    monkeypatch.setattr(services, "chunk_send", bug)
+    monkeypatch.setattr(tasks.send_chunk, "retry", lambda *a, **k: pytest.fail("retried"))
+
+    with pytest.raises(KeyError):
+        tasks.send_chunk.run([1, 2], "email")
