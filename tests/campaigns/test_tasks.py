@@ -155,3 +155,13 @@ def test_a_chunk_that_fails_on_a_bug_is_not_retried_by_celery(monkeypatch):
 
     with pytest.raises(KeyError):
         tasks.send_chunk.run([1, 2], "email")
+
+
+def test_in_app_chunks_carry_twice_as_many_deliveries_as_email_and_sms():
+    from campaigns.services import _chunks_by_channel
+
+    rows = [(pk, "in_app") for pk in range(2500)] + [(pk, "email") for pk in range(2500, 3700)]
+
+    sizes = [(channel, len(ids)) for channel, ids in _chunks_by_channel(rows)]
+
+    assert sizes == [("in_app", 1000), ("in_app", 1000), ("email", 500), ("email", 500), ("in_app", 500), ("email", 200)]
