@@ -70,6 +70,7 @@ STALE_AFTER = timedelta(minutes=15)
 # message (the fixed-query tests in tests/campaigns/test_sending.py catch that).
 CLAIMED_DELIVERY_FIELDS = ("campaign_id", "run_id", "customer_id", "channel", "address", "status", "attempts",
                            "claimed_at")
+_CLAIM_LOADS = (*CLAIMED_DELIVERY_FIELDS, *(f"customer__{name}" for name in MESSAGE_CUSTOMER_FIELDS))
 # Left on a released delivery: the worker died after claiming it, maybe after the provider took
 # the message. If it is sent again, the delivery says why a customer may have received two.
 STALE_NOTE = "Released after a stale claim: the worker stopped after claiming; the message may already have been sent once."
@@ -131,7 +132,7 @@ def deliveries_claim(*, delivery_ids: list[int], channel: str | None = None, now
         .filter(**({"channel": channel} if channel else {}))
         .annotate(has_consent=_consent_q(), is_suppressed=_suppressed_q())
         .select_related("customer")
-        .only(*CLAIMED_DELIVERY_FIELDS, *(f"customer__{name}" for name in MESSAGE_CUSTOMER_FIELDS))
+        .only(*_CLAIM_LOADS)
         .order_by("pk")
     )
     if connection.features.has_select_for_update_skip_locked:
@@ -194,7 +195,7 @@ def deliveries_claim(*, delivery_ids: list[int], channel: str | None = None, now
         claimed_rows = list(
             Delivery.objects.filter(pk__any=claim_ids, status=claim_as, claimed_at=now)
             .select_related("customer")
-            .only(*CLAIMED_DELIVERY_FIELDS, *(f"customer__{name}" for name in MESSAGE_CUSTOMER_FIELDS))
+            .only(*_CLAIM_LOADS)
             .order_by("pk")
         )
     # A batch belongs to one or two campaigns: load each campaign (with its templates and
@@ -372,11 +373,16 @@ def _send_batch(*, transport, deliveries, grants, limiter, counts, clock) -> Non
     sent = [(d, result) for d, result in zip(sendable, results) if not isinstance(result, Exception)]
     _mark_sent_many(sent, now)
     counts["sent"] += len(sent)
+    _mark_refused(sendable, results, now, counts)
+
+
+def _mark_refused(sendable, results, now, counts, claimed_as: str = Delivery.Status.SENDING) -> None:
+    """Record each message the transport returned an exception for (``_mark_error``)."""
     for delivery, result in zip(sendable, results):
         if isinstance(result, Exception):
             if not isinstance(result, TransportError):
                 logger.error("transport_error delivery=%s", delivery.pk, exc_info=result)
-            _mark_error(delivery, result, now, counts)
+            _mark_error(delivery, result, now, counts, claimed_as=claimed_as)
 
 
 def _send_transactional(*, transport, deliveries, grants, limiter, counts, clock) -> None:
@@ -396,9 +402,7 @@ def _send_transactional(*, transport, deliveries, grants, limiter, counts, clock
             status=Delivery.Status.SENT, sent_at=now, error=""
         )
     counts["sent"] += len(sent_ids)
-    for delivery, result in zip(sendable, results):
-        if isinstance(result, Exception):
-            _mark_error(delivery, result, now, counts)
+    _mark_refused(sendable, results, now, counts)
 
 
 def _claim_and_send_transactional(*, delivery_ids, channel, transport, limiter, counts, now, clock) -> list[Delivery]:
@@ -424,12 +428,8 @@ def _claim_and_send_transactional(*, delivery_ids, channel, transport, limiter, 
         for _ in sendable:
             limiter.acquire()
         results = transport.send_many(messages) if messages else []
-        failed_at = clock()
-        for delivery, result in zip(sendable, results):
-            if isinstance(result, Exception):
-                _mark_error(delivery, result, failed_at, counts, claimed_as=sent)
-            else:
-                counts["sent"] += 1
+        counts["sent"] += sum(not isinstance(result, Exception) for result in results)
+        _mark_refused(sendable, results, clock(), counts, claimed_as=sent)
     return claimed
 
 
