@@ -51,6 +51,8 @@ SITE_URL = env_url("SITE_URL", "http://localhost:8000")
 if not DEBUG and not SITE_URL.startswith("https://"):
     raise ImproperlyConfigured("SITE_URL must be an https:// URL when DEBUG is off (it goes into every message).")
 CSRF_TRUSTED_ORIGINS = [SITE_URL]
+# utm_source of every link to the shop in a message (utm_medium is the channel).
+UTM_SOURCE = env_str("UTM_SOURCE", "winback")
 
 INSTALLED_APPS = [
     "core.apps.BackOfficeAdminConfig",
