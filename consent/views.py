@@ -126,9 +126,13 @@ def _invalid_link(request, *, plain: bool = False):
 
 
 def _no_leak(response):
-    # The token in the URL is the customer's key to these pages: never send it onwards in a
-    # Referer, never let a shared cache keep the page, and keep it out of search indexes.
-    response["Referrer-Policy"] = "no-referrer"
+    # The token in the URL is the customer's key to these pages: never send it to another site
+    # in a Referer, never let a shared cache keep the page, and keep it out of search indexes.
+    # "same-origin" sends no Referer at all to any other site, yet keeps the Origin header of
+    # the page's own form POST: under "no-referrer" Chromium posts "Origin: null", which
+    # Django's CSRF origin check refuses (403), so nobody could unsubscribe by clicking. The
+    # Referer a same-origin request carries goes only to this site, which issued the token.
+    response["Referrer-Policy"] = "same-origin"
     response["X-Robots-Tag"] = "noindex, nofollow"
     return response
 

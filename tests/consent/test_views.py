@@ -56,7 +56,7 @@ def test_get_shows_a_chinese_confirmation_page_and_changes_nothing():
     assert "z***@e***.com" in page and "zhang.wei@example.com" not in page
     assert ConsentEvent.objects.count() == before
     assert consent_is_granted(customer=customer, channel="email")
-    assert response["Referrer-Policy"] == "no-referrer"
+    assert response["Referrer-Policy"] == "same-origin"
     assert "no-store" in response["Cache-Control"]
 
 
@@ -86,6 +86,27 @@ def test_get_tells_an_already_unsubscribed_customer_so():
     page = Client().get(_unsubscribe_path(customer)).content.decode()
 
     assert "already unsubscribed" in page
+
+
+def test_every_consent_response_keeps_the_token_on_this_site():
+    """"same-origin": no Referer (so no token) to any other site, while the pages' own form
+    POSTs keep a real Origin for the CSRF check (tests/browser clicks them in Chromium)."""
+    customer = _granted_customer()
+    unsubscribe, preferences = _unsubscribe_path(customer), _preferences_path(customer)
+    client, csrf = _csrf_client_with_token(unsubscribe)
+
+    responses = {
+        "confirmation": client.get(unsubscribe),
+        "done": client.post(unsubscribe, {"csrfmiddlewaretoken": csrf}),
+        "preferences": client.get(preferences),
+        "preferences saved": client.post(preferences, {"csrfmiddlewaretoken": csrf, "email": "on"}),
+        "one-click": Client().post(unsubscribe, ONE_CLICK, content_type=FORM_TYPE),
+        "invalid link": client.get(reverse("consent:unsubscribe", args=["garbage"])),
+    }
+
+    assert {name: r["Referrer-Policy"] for name, r in responses.items()} == dict.fromkeys(responses, "same-origin")
+    assert all(r["X-Robots-Tag"] == "noindex, nofollow" for r in responses.values())
+    assert [r.status_code for r in responses.values()] == [200, 200, 200, 200, 200, 400]
 
 
 # The form's POST ---------------------------------------------------------------------------
