@@ -6,8 +6,10 @@ SMS_REPLIES_PATH), ``http`` (a gateway, format below), or a dotted path to a cla
 
 The transport, whatever the backend:
 
-- starts every message with the signature in 【】 (ContactPolicy.sms_signature) and ends it
-  with the opt-out instruction (ContactPolicy.sms_opt_out_text, "回复TD退订" by default);
+- starts every message with the signature in 【】 (the campaign's brand's ``sms_signature``;
+  ContactPolicy.sms_signature for a message without a brand, such as a test send) and ends it
+  with the opt-out instruction (ContactPolicy.sms_opt_out_text, "回复TD退订" by default), set
+  off as its own sentence: "【青禾生活】…今天回来就生效。回复TD退订" (``sms_compose``);
 - refuses to send outside the sending window in the customer's time zone (ChannelPolicy for
   SMS, 08:00-21:00 by default) with a transient error that says when the window opens;
 - refuses when SMS is switched off globally (ContactPolicy.sms_enabled) or for the campaign.
@@ -24,6 +26,7 @@ is retried like 5xx, timeouts and connection errors. Replies are pulled with
 
 import json
 import logging
+import re
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -165,15 +168,48 @@ def sms_backend() -> SmsBackend:
     return cls()
 
 
+# Sentence-final punctuation, full-width and half-width; the opt-out follows it directly.
+_SENTENCE_END = set("。．！？!?.…～~")
+# Closing quotes and brackets a sentence may end inside: "他说：“回来吧！”" is already ended.
+_CLOSERS = "”’」』）)》〉\"'"
+# Chinese and Japanese end a sentence with the ideographic full stop; Korean, in Hangul, uses
+# the Western one, so Hangul does not count.
+_IDEOGRAPHIC = re.compile(r"[\u3000-\u303f\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff00-\uffef\U00020000-\U0003134f]")
+
+
+def _ended_sentence(body: str) -> str:
+    """``body`` ended as a sentence, ready for the opt-out to follow: "。" after Chinese or
+    Japanese text, ". " after anything else; only the separator when it already ends one."""
+    ideographic = _IDEOGRAPHIC.search(body) is not None
+    last = body.rstrip(_CLOSERS)[-1:]
+    if last and last in _SENTENCE_END:
+        return body if ideographic else body + " "
+    return body + ("。" if ideographic else ". ")
+
+
 def sms_compose(*, text: str, signature: str, opt_out_text: str) -> str:
-    """【signature】text + opt-out; neither is doubled when the template already has it."""
-    text = (text or "").strip()
+    """【signature】text, then the opt-out instruction as a sentence of its own.
+
+    "好久不见" → "【品牌】好久不见。回复TD退订"; "Come back!" → "【Brand】Come back! Reply STOP to
+    opt out". Idempotent: a text that already starts with the signature or ends with the
+    opt-out (with or without the full stop before it) gets neither a second time, so a
+    template may write them itself and a composed text composes to itself.
+    """
+    text, signature, opt_out_text = (text or "").strip(), (signature or "").strip(), (opt_out_text or "").strip()
     head = f"【{signature}】" if signature else ""
-    if head and not text.startswith(head):
-        text = head + text
-    if opt_out_text and not text.endswith(opt_out_text):
-        text = text + opt_out_text
-    return text
+    body = text[len(head):] if head and text.startswith(head) else text
+    if opt_out_text:
+        if body.endswith(opt_out_text):
+            body = body[: -len(opt_out_text)].rstrip()
+        body = (_ended_sentence(body) if body else "") + opt_out_text
+    return head + body
+
+
+def sms_compose_for(*, text: str, brand, contact_policy) -> str:
+    """The text as sent and billed: ``brand.sms_signature`` (the contact policy's when there is
+    no brand), the text, the contact policy's opt-out instruction (``sms_compose``)."""
+    signature = brand.sms_signature if brand is not None else contact_policy.sms_signature
+    return sms_compose(text=text, signature=signature, opt_out_text=contact_policy.sms_opt_out_text)
 
 
 class SmsTransport(Transport):
@@ -189,9 +225,8 @@ class SmsTransport(Transport):
             channel="sms", quiet_hours_enabled=True
         )
 
-    def compose(self, text: str) -> str:
-        return sms_compose(text=text, signature=self.contact_policy.sms_signature,
-                           opt_out_text=self.contact_policy.sms_opt_out_text)
+    def compose(self, text: str, *, brand=None) -> str:
+        return sms_compose_for(text=text, brand=brand, contact_policy=self.contact_policy)
 
     def send(self, message: OutboundMessage) -> str:
         campaign = message.campaign
@@ -206,7 +241,7 @@ class SmsTransport(Transport):
             if opening is not None:
                 raise TransportError(f"outside the SMS window; opens at {opening.isoformat()}", retry_at=opening)
         return self.backend.send(
-            to=message.to, text=self.compose(message.rendered.text),
+            to=message.to, text=self.compose(message.rendered.text, brand=getattr(campaign, "brand", None)),
             campaign=getattr(campaign, "name", ""), reference=str(message.delivery_id or ""),
         )
 
