@@ -277,12 +277,11 @@ class TestSendForm(forms.Form):
         return phone
 
 
-def _sms_with_policy(text: str) -> str:
+def _sms_with_policy(text: str, brand=None) -> str:
     # The SMS transport adds these; counting them here shows the marketer what is billed.
-    from campaigns.channels.sms import sms_compose
+    from campaigns.channels.sms import sms_compose_for
 
-    policy = ContactPolicy.current()
-    return sms_compose(text=text, signature=policy.sms_signature, opt_out_text=policy.sms_opt_out_text)
+    return sms_compose_for(text=text, brand=brand, contact_policy=ContactPolicy.current())
 
 
 def send_test_message(*, channel: str, to: str, message, template) -> str:
