@@ -7,6 +7,7 @@ urlpatterns = [
     path("", RedirectView.as_view(url="/admin/", permanent=False)),
     path("admin/", admin.site.urls),
     path("consent/", include("consent.urls")),
+    path("offers/", include("campaigns.urls")),
     path("api/v1/", include("config.api_urls")),
 ]
 
