@@ -21,15 +21,22 @@ $(STAMP): requirements.txt
 # the web server (HOST:PORT, default 127.0.0.1:8000), one Celery worker and Celery beat in the
 # foreground. Ctrl-C stops all three. DATABASE_URL / CELERY_BROKER_URL switch to PostgreSQL and
 # Redis or RabbitMQ; the defaults (SQLite file, filesystem broker under var/) need no server.
+# Links in messages (unsubscribe, preferences, tracking) point at this server unless SITE_URL is
+# set: the worker renders them, so without this they would name port 8000 whatever PORT says.
+# A server on every interface (0.0.0.0) or on loopback is reached as localhost, which the
+# DEBUG default of ALLOWED_HOSTS accepts; any other HOST must be in ALLOWED_HOSTS.
+WEB_HOST = $(if $(filter 127.0.0.1 0.0.0.0 localhost,$(HOST)),localhost,$(HOST))
 run: export DEBUG ?= 1
 run: export PYTHONUNBUFFERED := 1
 run: export WEB_ADDRESS := $(HOST):$(PORT)
+run: export SITE_URL := $(or $(SITE_URL),http://$(WEB_HOST):$(PORT))
 run: venv
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py setup_periodic_tasks
 	$(BIN)/python manage.py seed_demo --if-empty
 	$(BIN)/python manage.py ensure_demo_superuser --port $(PORT)
-	@echo "Starting web (http://localhost:$(PORT)/admin/), one Celery worker and Celery beat; Ctrl-C stops them all."
+	@echo "Starting web (http://$(WEB_HOST):$(PORT)/admin/), one Celery worker and Celery beat; Ctrl-C stops them all."
+	@echo "Links in messages go to $(SITE_URL) (SITE_URL)."
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start -f Procfile.dev
 
 # The whole suite (pytest + pytest-django). PYTEST_ARGS passes options through, e.g. PYTEST_ARGS=-x.
