@@ -14,7 +14,8 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 
 from campaigns import services
-from campaigns.models import Campaign, CampaignRun, ChannelPolicy, ContactPolicy, Delivery
+from campaigns.models import Brand, Campaign, CampaignRun, ChannelPolicy, ContactPolicy, Delivery
+from campaigns.rendering import validate_campaign_templates
 from consent.models import Channel
 from core.admin_site import PersonalDataAdminMixin, ReadOnlyAdminMixin, masked_display
 from core.masking import mask_address
@@ -45,6 +46,17 @@ class CampaignForm(forms.ModelForm):
         if len(set(channels)) != len(channels):
             raise ValidationError("Name each channel once.")
         return channels
+
+    def _post_clean(self):
+        super()._post_clean()
+        if self.errors:
+            return
+        # Every template in every language, with this campaign's offer and brand: a message
+        # that would print a field the offer lacks is refused here, naming variable and channel.
+        try:
+            validate_campaign_templates(campaign=self.instance)
+        except ValidationError as exc:
+            self._update_errors(exc)
 
 
 class RunInline(admin.TabularInline):
@@ -93,6 +105,17 @@ CANCEL_NOTE = ("Nothing more will be sent; the deliveries still waiting are bein
                "(skipped: campaign cancelled) and the run counts update when that is done.")
 
 
+@admin.register(Brand)
+class BrandAdmin(admin.ModelAdmin):
+    list_display = ["name", "sms_signature", "from_email", "default_locale", "shop_url"]
+    search_fields = ["name"]
+    fieldsets = [
+        (None, {"fields": ["name", "default_locale", "shop_url", "logo_url"]}),
+        ("Email", {"fields": ["from_name", "from_email", "reply_to", "postal_address"]}),
+        ("SMS", {"fields": ["sms_signature"]}),
+    ]
+
+
 @admin.register(Campaign)
 class CampaignAdmin(admin.ModelAdmin):
     form = CampaignForm
@@ -117,7 +140,7 @@ class CampaignAdmin(admin.ModelAdmin):
     ]
 
     def get_queryset(self, request):
-        return super().get_queryset(request).select_related("segment", "offer")
+        return super().get_queryset(request).select_related("segment", "offer", "brand")
 
     @admin.display(description="Channels")
     def channels_display(self, obj):

@@ -27,9 +27,11 @@ from campaigns.models import (
     ContactPolicy,
     InboxMessage,
     MessageTemplate,
+    MessageTemplateTranslation,
     Offer,
     OfferGrant,
     Redemption,
+    TEMPLATE_CONTENT_FIELDS,
 )
 from campaigns.offers import redemptions_import_csv
 from campaigns.rendering import (
@@ -41,6 +43,7 @@ from campaigns.rendering import (
     validate_template,
 )
 from campaigns.resources import MessageTemplateResource, OfferResource
+from campaigns.selectors import campaigns_using
 from campaigns.sms_length import sms_parts
 from consent.models import Channel
 from core.admin_site import ImportExportAdmin, PersonalLookupGuardMixin, ReadOnlyAdminMixin
@@ -241,14 +244,57 @@ class MessageTemplateForm(forms.ModelForm):
         cleaned = super().clean()
         if self.errors:
             return cleaned
-        candidate = MessageTemplate(**{f: cleaned.get(f, "") for f in (
-            "name", "channel", "subject", "html_body", "text_body", "sms_text", "title", "body", "deep_link")})
+        candidate = MessageTemplate(**{f: cleaned.get(f, "") for f in ("name", "channel", "locale", *TEMPLATE_CONTENT_FIELDS)})
         try:
-            validate_template(template=candidate)
+            # Alone (each language variant is checked by its own inline form), then with the
+            # offer of every campaign that already uses it: a template edited after the campaign
+            # was saved must not start printing a field that campaign's offer lacks.
+            validate_template(template=candidate, translations=[])
+            if self.instance.pk is not None:
+                for campaign in campaigns_using(template=self.instance):
+                    validate_template(template=candidate, campaign=campaign, translations=[])
         except TemplateRenderError as exc:
             field = exc.field if exc.field in self.fields else None
-            self.add_error(field, f"This template cannot be rendered: {exc.message}")
+            self.add_error(field, f"This template cannot be rendered: {exc}")
         return cleaned
+
+
+class MessageTemplateTranslationForm(forms.ModelForm):
+    class Meta:
+        model = MessageTemplateTranslation
+        fields = ["locale", *TEMPLATE_CONTENT_FIELDS]
+
+    def clean(self):
+        cleaned = super().clean()
+        # The parent as the admin is saving it (the inline's foreign key field cleans to it).
+        template = cleaned.get("template") or getattr(self.instance, "template", None)
+        if self.errors or template is None or not cleaned or cleaned.get("DELETE"):
+            return cleaned
+        candidate = MessageTemplate(
+            name=template.name, channel=template.channel, locale=cleaned.get("locale") or "",
+            **{f: cleaned.get(f, "") for f in TEMPLATE_CONTENT_FIELDS},
+        )
+        try:
+            validate_template(template=candidate, translations=[])
+            if template.pk is not None:
+                for campaign in campaigns_using(template=template):
+                    validate_template(template=candidate, campaign=campaign, translations=[])
+        except TemplateRenderError as exc:
+            field = exc.field if exc.field in self.fields else None
+            self.add_error(field, f"This variant cannot be rendered: {exc}")
+        return cleaned
+
+
+class MessageTemplateTranslationInline(admin.StackedInline):
+    model = MessageTemplateTranslation
+    form = MessageTemplateTranslationForm
+    extra = 0
+    verbose_name = "language variant"
+    verbose_name_plural = "language variants (a customer gets their language, else the brand's default)"
+
+    def get_extra(self, request, obj=None, **kwargs):
+        # A starting point comes with its English variant, one form to review before saving.
+        return 1 if obj is None and request.GET.get("starting_point") in EMAIL_STARTING_POINTS else 0
 
 
 class PreviewForm(forms.Form):
@@ -313,15 +359,22 @@ class MessageTemplateAdmin(ImportExportAdmin):
     search_fields = ["name"]
     change_list_template = "admin/campaigns/messagetemplate/change_list.html"
     change_form_template = "admin/campaigns/messagetemplate/change_form.html"
+    inlines = [MessageTemplateTranslationInline]
     fieldsets = [
-        (None, {"fields": ["name", "channel"]}),
+        (None, {"fields": ["name", "channel", "locale"]}),
         ("Email", {"fields": ["subject", "html_body", "text_body"],
-                   "description": "Use {{ brand }}, {{ customer.name }}, {{ customer.first_name }}, {{ favourite_category }}, "
-                                  "{{ grant.code }}, {{ grant.expires_at|date:'Y-m-d' }}, {{ offer.discount }}, "
-                                  "{{ offer.description }}, {{ unsubscribe_url }}, {{ preferences_url }}. The unsubscribe "
-                                  "footer is added to every email."}),
-        ("SMS", {"fields": ["sms_text"], "description": "【signature】 and the opt-out text are added when sending."}),
-        ("In-app", {"fields": ["title", "body", "deep_link"]}),
+                   "description": "Use {{ brand }}, {{ customer.name }}, {{ customer.first_name }}, {{ favourite_category }} "
+                                  "(the category's label in the message's language), {{ offer.headline }} (one line saying "
+                                  "what the offer is), {{ grant.code }}, {{ grant.expires_at|date:'Y-m-d' }}, "
+                                  "{{ offer.discount }}, {{ claim_url }}, {{ shop_url }}. A variable with no value is "
+                                  "refused: guard it with {% if grant.code %}…{% endif %} or give "
+                                  "{{ x|default:'…' }}. The brand header, the button (to the claim page when there is "
+                                  "an offer, else to the shop) and the footer with the postal address and the "
+                                  "unsubscribe links are added to every email."}),
+        ("SMS", {"fields": ["sms_text"], "description": "【signature】, the claim link (when there is an offer and the text "
+                                                         "has no {{ claim_url }}) and the opt-out text are added when sending."}),
+        ("In-app", {"fields": ["title", "body", "deep_link"],
+                    "description": "A message with an offer opens its claim page unless the deep link uses {{ claim_url }}."}),
     ]
 
     @admin.display(description="Preview")
@@ -337,8 +390,15 @@ class MessageTemplateAdmin(ImportExportAdmin):
         initial = super().get_changeform_initial_data(request)
         point = EMAIL_STARTING_POINTS.get(request.GET.get("starting_point", ""))
         if point:
-            initial.update(channel=Channel.EMAIL, subject=point["subject"], html_body=point["html_body"])
+            initial.update(channel=Channel.EMAIL, locale="zh-hans", subject=point["subject"], html_body=point["html_body"])
         return initial
+
+    def get_formset_kwargs(self, request, obj, inline, prefix):
+        kwargs = super().get_formset_kwargs(request, obj, inline, prefix)
+        point = EMAIL_STARTING_POINTS.get(request.GET.get("starting_point", ""))
+        if point and request.method == "GET" and isinstance(inline, MessageTemplateTranslationInline):
+            kwargs["initial"] = [{"locale": "en", **point["en"]}]
+        return kwargs
 
     def get_urls(self):
         return [

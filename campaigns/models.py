@@ -15,6 +15,56 @@ from django.utils import timezone
 from consent.models import Channel
 
 
+# Languages of messages -------------------------------------------------------------------------
+
+
+class MessageLanguage(models.TextChoices):
+    """The languages a message, a claim page and the consent pages are written in."""
+
+    ZH_HANS = "zh-hans", "简体中文"
+    EN = "en", "English"
+
+
+def message_language(locale: str | None) -> str | None:
+    """The message language for a customer's locale ("zh-CN", "zh_Hans", "en-GB"...), or None."""
+    locale = (locale or "").strip().lower()
+    if locale.startswith("zh"):
+        return MessageLanguage.ZH_HANS
+    if locale.startswith("en"):
+        return MessageLanguage.EN
+    return None
+
+
+# Brands ---------------------------------------------------------------------------------------
+
+
+class Brand(models.Model):
+    """Who a campaign speaks as: the name customers recognise, the sender, the SMS signature and
+    the postal address the law wants in every marketing email (CAN-SPAM)."""
+
+    name = models.CharField(max_length=100, unique=True, help_text="{{ brand }} in templates, e.g. 青禾生活.")
+    from_name = models.CharField(max_length=100, blank=True, help_text="The From display name; blank = the brand name.")
+    from_email = models.EmailField(
+        blank=True, help_text="The From address (its domain should carry your SPF/DKIM/DMARC records); "
+                              "blank = DEFAULT_FROM_EMAIL."
+    )
+    reply_to = models.EmailField(blank=True, help_text="Where replies go; blank = no Reply-To header.")
+    sms_signature = models.CharField(
+        max_length=20, help_text="Shown as 【signature】 at the start of every SMS; the name registered with the carrier."
+    )
+    postal_address = models.TextField(help_text="Printed in the footer of every email (required by CAN-SPAM).")
+    logo_url = models.URLField(blank=True, help_text="An https:// image shown at the top of emails; blank = the name.")
+    shop_url = models.URLField(help_text="Where the call to action leads; UTM parameters are added to every link.")
+    default_locale = models.CharField(
+        max_length=8, choices=MessageLanguage.choices, default=MessageLanguage.ZH_HANS,
+        help_text="The language of messages for customers whose own language has no template variant.",
+    )
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    def __str__(self):
+        return self.name
+
+
 # Offers ---------------------------------------------------------------------------------------
 
 
@@ -128,10 +178,17 @@ class Redemption(models.Model):
 
 
 class MessageTemplate(models.Model):
-    """A message in the Django template language, rendered in a restricted context."""
+    """A message in the Django template language, rendered in a restricted context.
+
+    Its own fields are written in ``locale``; ``translations`` hold the same message in other
+    languages. A customer gets the variant in their language, else the brand's default one,
+    else this one (``campaigns.rendering.template_variant``).
+    """
 
     name = models.CharField(max_length=100, unique=True)
     channel = models.CharField(max_length=8, choices=Channel.choices)
+    locale = models.CharField(max_length=8, choices=MessageLanguage.choices, default=MessageLanguage.ZH_HANS,
+                              help_text="The language of the fields below.")
     # Email
     subject = models.CharField(max_length=200, blank=True)
     html_body = models.TextField(blank=True)
@@ -149,6 +206,34 @@ class MessageTemplate(models.Model):
         return f"{self.name} ({self.get_channel_display()})"
 
 
+# The fields a translation repeats; the channel and the name stay the template's.
+TEMPLATE_CONTENT_FIELDS = ("subject", "html_body", "text_body", "sms_text", "title", "body", "deep_link")
+
+
+class MessageTemplateTranslation(models.Model):
+    """The same message in another language (fill the fields of the template's channel)."""
+
+    template = models.ForeignKey(MessageTemplate, on_delete=models.CASCADE, related_name="translations")
+    locale = models.CharField(max_length=8, choices=MessageLanguage.choices)
+    subject = models.CharField(max_length=200, blank=True)
+    html_body = models.TextField(blank=True)
+    text_body = models.TextField(blank=True)
+    sms_text = models.TextField(blank=True)
+    title = models.CharField(max_length=200, blank=True)
+    body = models.TextField(blank=True)
+    deep_link = models.CharField(max_length=500, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["template", "locale"], name="template_translation_unique_locale")]
+
+    def __str__(self):
+        return f"{self.template.name} [{self.locale}]"
+
+    @property
+    def channel(self):
+        return self.template.channel
+
+
 # Contact policy -------------------------------------------------------------------------------
 
 
@@ -159,7 +244,9 @@ class ContactPolicy(models.Model):
         default=3, help_text="At most this many marketing messages per customer per day over all channels."
     )
     sms_enabled = models.BooleanField(default=True, help_text="Switch the SMS channel off for every campaign.")
-    sms_signature = models.CharField(max_length=20, default="品牌", help_text="Shown as 【signature】 at the start.")
+    sms_signature = models.CharField(
+        max_length=20, default="品牌", help_text="Shown as 【signature】 when a message has no brand (test sends)."
+    )
     sms_opt_out_text = models.CharField(max_length=40, default="回复TD退订", help_text="Added at the end of every SMS.")
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -225,7 +312,8 @@ class Campaign(models.Model):
     in_app_template = models.ForeignKey(
         MessageTemplate, null=True, blank=True, on_delete=models.PROTECT, related_name="+", limit_choices_to={"channel": Channel.IN_APP}
     )
-    brand = models.CharField(max_length=50, default="品牌", help_text="{{ brand }} in templates.")
+    brand = models.ForeignKey(Brand, null=True, blank=False, on_delete=models.PROTECT, related_name="campaigns",
+                              help_text="Who the messages come from: name, sender, SMS signature, address, shop.")
     offer = models.ForeignKey(Offer, null=True, blank=True, on_delete=models.PROTECT, related_name="campaigns")
     when_budget_exhausted = models.CharField(
         max_length=20, choices=WhenBudgetExhausted.choices, default=WhenBudgetExhausted.SEND_WITHOUT_OFFER

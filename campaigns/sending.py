@@ -203,7 +203,9 @@ def deliveries_claim(*, delivery_ids: list[int], channel: str | None = None, now
     # instances per row.
     campaigns = {
         c.pk: c for c in Campaign.objects.filter(pk__any={d.campaign_id for d in claimed_rows})
-        .select_related("email_template", "sms_template", "in_app_template", "offer")
+        .select_related("email_template", "sms_template", "in_app_template", "offer", "brand")
+        # One query per channel in the batch for the templates' language variants.
+        .prefetch_related("email_template__translations", "sms_template__translations", "in_app_template__translations")
     }
     for run in sending_runs.values():
         if run.campaign_id in campaigns:

@@ -27,6 +27,7 @@ from django.db.models import Count, Max, Min, Q
 from django.utils import timezone
 
 from campaigns.models import Campaign, CampaignRun, Delivery
+from campaigns.rendering import validate_campaign_templates
 from consent.models import Channel
 
 logger = logging.getLogger(__name__)
@@ -243,6 +244,7 @@ def _validate_ready(campaign: Campaign) -> None:
     if campaign.status == Campaign.Status.PAUSED:
         raise ValidationError("This campaign is paused; resume it first.")
     campaign.full_clean(exclude=["periodic_task", "created_by"])
+    validate_campaign_templates(campaign=campaign)
 
 
 def campaign_launch(*, campaign: Campaign, now: datetime | None = None, trigger: str = "manual", sync: bool = False,

@@ -166,6 +166,25 @@ class DormancyReason(models.Model):
             raise ValidationError({"detail": "Say what the other reason is."})
 
 
+class Category(models.Model):
+    """Display labels of a product category key (``Customer.favourite_category``, offers'
+    ``category``): messages show the label in the customer's language, never the key."""
+
+    key = models.CharField(max_length=100, unique=True, help_text="As it appears in imports, e.g. beauty.")
+    label_zh_hans = models.CharField("label (简体中文)", max_length=100, help_text="e.g. 美妆.")
+    label_en = models.CharField("label (English)", max_length=100, help_text="e.g. Beauty.")
+
+    class Meta:
+        verbose_name_plural = "categories"
+        ordering = ["key"]
+
+    def __str__(self):
+        return f"{self.key} ({self.label_zh_hans} / {self.label_en})"
+
+    def label(self, language: str) -> str:
+        return self.label_en if language == "en" else self.label_zh_hans
+
+
 class Segment(models.Model):
     """A saved, named filter over customers. Empty criteria match everyone."""
 

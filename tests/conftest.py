@@ -1,6 +1,8 @@
 import pytest
 from django.db import connection
 
+from reactivation.categories import category_labels_forget
+
 
 def pytest_collection_modifyitems(config, items):
     """Skip tests that need PostgreSQL or a broker server when the run has neither."""
@@ -38,6 +40,14 @@ def _isolated_files(settings, tmp_path):
     settings.SMS_FILE_PATH = str(tmp_path / "sms" / "outbox.jsonl")
     settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
     settings.SITE_URL = "https://winback.example.com"
+
+
+@pytest.fixture(autouse=True)
+def _fresh_category_labels():
+    """Category labels are cached per process; each test starts from its own database's."""
+    category_labels_forget()
+    yield
+    category_labels_forget()
 
 
 @pytest.fixture

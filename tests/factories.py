@@ -119,6 +119,20 @@ class OfferGrantFactory(factory.django.DjangoModelFactory):
     expires_at = factory.LazyAttribute(lambda o: o.granted_at + timezone.timedelta(days=14))
 
 
+class BrandFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = "campaigns.Brand"
+        django_get_or_create = ("name",)
+
+    name = "青禾生活"
+    from_name = "青禾生活 Qinghe Living"
+    from_email = "hello@qinghe.example.com"
+    sms_signature = "青禾生活"
+    postal_address = "上海市静安区南京西路1266号 200040"
+    shop_url = "https://shop.qinghe.example.com/"
+    default_locale = "zh-hans"
+
+
 class MessageTemplateFactory(factory.django.DjangoModelFactory):
     class Meta:
         model = "campaigns.MessageTemplate"
@@ -153,6 +167,7 @@ class CampaignFactory(factory.django.DjangoModelFactory):
 
     name = factory.Sequence(lambda n: f"Campaign {n}")
     segment = factory.SubFactory(SegmentFactory)
+    brand = factory.SubFactory(BrandFactory)
     channels = factory.LazyFunction(lambda: ["email"])
     email_template = factory.SubFactory(MessageTemplateFactory, channel="email")
     sms_template = None

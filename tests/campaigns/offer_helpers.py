@@ -3,7 +3,7 @@
 import itertools
 
 from campaigns.models import Campaign, CampaignRun, Delivery
-from tests.factories import SegmentFactory
+from tests.factories import BrandFactory, SegmentFactory
 
 _numbers = itertools.count(1)
 
@@ -11,7 +11,7 @@ _numbers = itertools.count(1)
 def make_run(*, offer, customers, campaign=None):
     if campaign is None:
         campaign = Campaign.objects.create(
-            name=f"Campaign {next(_numbers)}", segment=SegmentFactory(), channels=["email"], offer=offer
+            name=f"Campaign {next(_numbers)}", segment=SegmentFactory(), brand=BrandFactory(), channels=["email"], offer=offer
         )
     number = CampaignRun.objects.filter(campaign=campaign).count() + 1
     run = CampaignRun.objects.create(campaign=campaign, number=number)

@@ -14,7 +14,7 @@ from campaigns.services import campaign_launch
 from tests.campaigns.pipeline_helpers import (
     campaign_for, customers_with_consent,
 )
-from tests.factories import MessageTemplateFactory, SegmentFactory, UserFactory
+from tests.factories import BrandFactory, MessageTemplateFactory, SegmentFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -41,7 +41,7 @@ def test_add_campaign_with_channels_in_order(superuser_client):
     segment = SegmentFactory()
     email, sms = MessageTemplateFactory(channel="email"), MessageTemplateFactory(channel="sms")
     data = {
-        "name": "Win-back", "segment": segment.pk, "brand": "品牌", "channels": "email, SMS",
+        "name": "Win-back", "segment": segment.pk, "brand": BrandFactory().pk, "channels": "email, SMS",
         "email_template": email.pk, "sms_template": sms.pk, "when_budget_exhausted": "send_without_offer",
         "is_marketing": "on", "sms_enabled": "on", "reentry_days": 30, "holdout_percent": 10, "schedule_kind": "once",
         "cron_minute": "0", "cron_hour": "10", "cron_day_of_week": "*", "cron_day_of_month": "*", "cron_month_of_year": "*",
@@ -59,7 +59,7 @@ def test_add_campaign_with_channels_in_order(superuser_client):
 def test_unknown_channel_and_missing_template_are_shown_as_errors(superuser_client):
     segment = SegmentFactory()
     base = {
-        "name": "Bad", "segment": segment.pk, "brand": "品牌", "when_budget_exhausted": "skip", "reentry_days": 30,
+        "name": "Bad", "segment": segment.pk, "brand": BrandFactory().pk, "when_budget_exhausted": "skip", "reentry_days": 30,
         "holdout_percent": 0, "schedule_kind": "once", "cron_minute": "0", "cron_hour": "10", "cron_day_of_week": "*",
         "cron_day_of_month": "*", "cron_month_of_year": "*", "runs-TOTAL_FORMS": 0, "runs-INITIAL_FORMS": 0,
     }

@@ -10,7 +10,10 @@ from django.urls import reverse
 import campaigns.admin_offers  # noqa: F401 - registered by campaigns/admin.py; imported here too in case it is not yet
 from campaigns.models import ApiToken, Campaign, Delivery, MessageTemplate, Redemption
 from reactivation.models import Customer, Segment
+from campaigns.rendering import EMAIL_STARTING_POINTS
 from tests.factories import (
+    BrandFactory,
+    CampaignFactory,
     CustomerFactory,
     InboxMessageFactory,
     MessageTemplateFactory,
@@ -92,9 +95,13 @@ def test_grant_codes_are_shown_with_change_offer_permission(client):
 # Message templates --------------------------------------------------------------------------
 
 
+TRANSLATIONS_NONE = {"translations-TOTAL_FORMS": 0, "translations-INITIAL_FORMS": 0}
+
+
 def template_form(**fields):
-    return {"name": "Win-back", "channel": "email", "subject": "想你了！{{ brand }}", "html_body": "<p>hi</p>",
-            "text_body": "", "sms_text": "", "title": "", "body": "", "deep_link": "", **fields}
+    return {"name": "Win-back", "channel": "email", "locale": "zh-hans", "subject": "想你了！{{ brand }}",
+            "html_body": "<p>hi</p>", "text_body": "", "sms_text": "", "title": "", "body": "", "deep_link": "",
+            **TRANSLATIONS_NONE, **fields}
 
 
 def test_a_template_that_fails_to_render_is_refused_with_the_error(admin_client):
@@ -136,9 +143,40 @@ def test_starting_points_prefill_the_add_form_and_save(admin_client, key, subjec
     response = admin_client.get(reverse("admin:campaigns_messagetemplate_add") + f"?starting_point={key}")
     form = response.context["adminform"].form
     assert form.initial["subject"] == subject and form.initial["channel"] == "email"
-    saved = admin_client.post(reverse("admin:campaigns_messagetemplate_add"),
-                              template_form(name=key, subject=subject, html_body=form.initial["html_body"]))
+    english = response.context["inline_admin_formsets"][0].formset.forms[0].initial
+    assert english["locale"] == "en" and english["subject"] == EMAIL_STARTING_POINTS[key]["en"]["subject"]
+    saved = admin_client.post(reverse("admin:campaigns_messagetemplate_add"), template_form(
+        name=key, subject=subject, html_body=form.initial["html_body"],
+        **{"translations-TOTAL_FORMS": 1, "translations-INITIAL_FORMS": 0, "translations-0-locale": "en",
+           "translations-0-subject": english["subject"], "translations-0-html_body": english["html_body"]},
+    ))
     assert saved.status_code == 302
+    assert MessageTemplate.objects.get(name=key).translations.get().locale == "en"
+
+
+def test_a_language_variant_that_cannot_be_rendered_is_refused(admin_client):
+    response = admin_client.post(reverse("admin:campaigns_messagetemplate_add"), template_form(
+        **{"translations-TOTAL_FORMS": 1, "translations-INITIAL_FORMS": 0, "translations-0-locale": "en",
+           "translations-0-subject": "Hi {{ customer.email }}", "translations-0-html_body": "<p>hi</p>"},
+    ))
+    assert response.status_code == 200
+    errors = response.context["inline_admin_formsets"][0].formset.forms[0].errors
+    assert "customer.email" in errors["subject"][0]
+    assert not MessageTemplate.objects.exists()
+
+
+def test_editing_a_template_is_refused_when_a_campaign_using_it_lacks_the_field(admin_client):
+    template = MessageTemplateFactory(channel="in_app", title="t", body="回来看看")
+    CampaignFactory(channels=["in_app"], in_app_template=template, offer=OfferFactory(), when_budget_exhausted="skip")
+    response = admin_client.post(
+        reverse("admin:campaigns_messagetemplate_change", args=[template.pk]),
+        template_form(name=template.name, channel="in_app", subject="", html_body="", title="t",
+                      body="试用{{ offer.trial_days }}天"),
+    )
+    assert response.status_code == 200
+    assert "offer.trial_days" in str(response.context["adminform"].form.errors)
+    template.refresh_from_db()
+    assert template.body == "回来看看"
 
 
 # Preview and test send ----------------------------------------------------------------------
@@ -149,7 +187,7 @@ def preview_url(template):
 
 
 def test_preview_for_a_chosen_customer(admin_client):
-    template = MessageTemplateFactory(html_body="<p>{{ customer.name }} {{ customer.email }}</p>")
+    template = MessageTemplateFactory(html_body="<p>{{ customer.name }} {{ customer.email|default:'' }}</p>")
     customer = CustomerFactory(name="王芳", email="wang@example.com")
     response = admin_client.get(preview_url(template), {"external_id": customer.external_id})
     assert response.status_code == 200
@@ -170,7 +208,7 @@ def test_preview_for_a_random_customer_of_the_campaign_segment_with_its_offer(ad
     segment = SegmentFactory()
     template = MessageTemplateFactory(html_body="<p>{{ customer.name }} {{ grant.code }} {{ offer.discount }}</p>")
     campaign = Campaign.objects.create(name="C", segment=segment, channels=["email"], email_template=template,
-                                       brand="小花", offer=OfferFactory(discount_value=30))
+                                       brand=BrandFactory(name="小花"), offer=OfferFactory(discount_value=30))
     with mock.patch.object(Segment, "customers", lambda self: Customer.objects.filter(pk=member.pk)):
         response = admin_client.get(preview_url(template), {"campaign": campaign.pk})
     message = response.context["message"]
@@ -184,14 +222,14 @@ def test_sms_preview_shows_length_and_parts_with_signature_and_opt_out(admin_cli
     response = admin_client.get(preview_url(template))
     sms = response.context["sms"]
     assert (sms["body"].chars, sms["body"].parts) == (55, 1)
-    # 【品牌】 (4) + 55 + 回复TD退订 (6) = 65 -> still one UCS-2 part; content shows it
-    assert sms["full_text"] == "【品牌】" + "中" * 55 + "回复TD退订"
-    assert (sms["full"].chars, sms["full"].encoding, sms["full"].parts) == (65, "UCS-2", 1)
+    # 【品牌】 (4) + 55 + 。(1) + 回复TD退订 (6) = 66 -> still one UCS-2 part; content shows it
+    assert sms["full_text"] == "【品牌】" + "中" * 55 + "。回复TD退订"
+    assert (sms["full"].chars, sms["full"].encoding, sms["full"].parts) == (66, "UCS-2", 1)
     template.sms_text = "中" * 61
     template.save()
     sms = admin_client.get(preview_url(template)).context["sms"]
-    assert (sms["full"].chars, sms["full"].parts, sms["full"].per_part) == (71, 2, 67)
-    assert "71 characters, UCS-2, 2 parts" in admin_client.get(preview_url(template)).content.decode()
+    assert (sms["full"].chars, sms["full"].parts, sms["full"].per_part) == (72, 2, 67)
+    assert "72 characters, UCS-2, 2 parts" in admin_client.get(preview_url(template)).content.decode()
 
 
 def test_a_broken_saved_template_previews_with_the_error(admin_client):

@@ -16,8 +16,8 @@ def test_seed_creates_three_ready_campaigns_once():
     first = demo_campaigns_seed(segments={})
     second = demo_campaigns_seed(segments={})
 
-    assert first == {"offers": 3, "templates": 4, "campaigns": 3}
-    assert second == {"offers": 0, "templates": 0, "campaigns": 0}
+    assert first == {"brands": 1, "categories": 6, "offers": 3, "templates": 4, "campaigns": 3}
+    assert second == {"brands": 0, "categories": 0, "offers": 0, "templates": 0, "campaigns": 0}
     names = set(Campaign.objects.values_list("name", flat=True))
     assert names == {"Demo: email win-back", "Demo: SMS double points", "Demo: in-app free trial"}
     for campaign in Campaign.objects.all():

@@ -427,7 +427,7 @@ def test_a_chunk_on_each_channel_is_sent_in_a_fixed_number_of_queries(channel, s
     # would cost a query per message, and this count would grow with the batch.
     settings.SMS_BACKEND, settings.SMS_FILE_PATH = "file", str(tmp_path / "sms.jsonl")
     ChannelPolicy.objects.filter(channel="sms").update(quiet_hours_enabled=False)
-    template = {"in_app": {"title": "{{ customer.first_name }}", "body": "{{ customer.name }} {{ favourite_category }}",
+    template = {"in_app": {"title": "{{ customer.first_name }}", "body": "{{ customer.name }} {{ favourite_category|default:'-' }}",
                            "deep_link": "app://{{ customer.external_id }}"},
                 "sms": {"sms_text": "{{ customer.name }}，{{ customer.locale }} {% now 'H' %}"}}[channel]
 
