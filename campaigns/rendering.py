@@ -457,8 +457,7 @@ LAYOUT_STRINGS = {
 
 def _email_text_footer(*, strings: dict, unsubscribe_url: str, preferences_url: str, postal_address: str) -> str:
     lines = ["", "", "--"]
-    if postal_address:
-        lines.append(_one_line(postal_address))
+    lines += [line.strip() for line in postal_address.splitlines() if line.strip()]
     lines += [strings["text_unsubscribe"].format(url=unsubscribe_url),
               strings["text_preferences"].format(url=preferences_url)]
     return "\n".join(lines)

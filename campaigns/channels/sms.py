@@ -177,9 +177,15 @@ _CLOSERS = "”’」』）)》〉\"'"
 _IDEOGRAPHIC = re.compile(r"[\u3000-\u303f\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff00-\uffef\U00020000-\U0003134f]")
 
 
+_ENDS_WITH_LINK = re.compile(r"https?://\S+\Z")
+
+
 def _ended_sentence(body: str) -> str:
     """``body`` ended as a sentence, ready for the opt-out to follow: "。" after Chinese or
     Japanese text, ". " after anything else; only the separator when it already ends one."""
+    if _ENDS_WITH_LINK.search(body):
+        # A full stop glued to a link becomes part of it on many phones (a dead link): a space.
+        return body + " "
     ideographic = _IDEOGRAPHIC.search(body) is not None
     last = body.rstrip(_CLOSERS)[-1:]
     if last and last in _SENTENCE_END:

@@ -226,3 +226,10 @@ def test_unknown_backend_name_fails_loudly(settings):
     settings.SMS_BACKEND = "no.such.Backend"
     with pytest.raises(ImportError):
         sms_backend()
+
+
+@pytest.mark.parametrize("text", ["好久不见 领取：https://x.example/offers/claim/7K.abc/", "Claim: http://x.example/c/1"])
+def test_the_opt_out_after_a_link_is_set_off_by_a_space_not_glued_to_it(text):
+    composed = sms_compose(text=text, signature="青禾生活", opt_out_text="回复TD退订")
+    assert composed.endswith(text.rsplit(" ", 1)[-1] + " 回复TD退订")
+    assert sms_compose(text=composed, signature="青禾生活", opt_out_text="回复TD退订") == composed
