@@ -102,7 +102,8 @@ def run_bench(args, smtp_port) -> None:
     print(f"seed {n:,} customers with consent, suppressions and history: {time.perf_counter() - t0:.1f}s")
 
     from campaigns.materialize import run_materialize
-    from campaigns.models import Campaign, CampaignRun, Delivery, MessageTemplate
+    from campaigns.demo import BRAND
+    from campaigns.models import Brand, Campaign, CampaignRun, Delivery, MessageTemplate
     from campaigns.rendering import EMAIL_STARTING_POINTS
     from campaigns.sending import chunk_size, deliveries_send_chunk
     from campaigns.services import run_refresh_counters, summary_line
@@ -114,8 +115,11 @@ def run_bench(args, smtp_port) -> None:
     in_app_template = MessageTemplate.objects.create(name="Bench in-app", channel="in_app", title="{{ brand }} 想你了",
                                                      body="{{ customer.name }}，回来看看吧", deep_link="app://home")
     everyone = Segment.objects.create(name="Bench: everyone")
+    # A brand as the demo's: messages carry its header, call to action and postal address.
+    brand = Brand.objects.create(**BRAND)
     campaign = Campaign.objects.get(name="Bench: email")
     campaign.segment, campaign.email_template, campaign.sms_template = everyone, email_template, sms_template
+    campaign.brand = brand
     campaign.channels, campaign.holdout_percent = ["email", "sms"], 10
     campaign.save()
     connection.cursor().execute("ANALYZE")
@@ -157,7 +161,7 @@ def run_bench(args, smtp_port) -> None:
     print(f"  ratio to the sink's ceiling: {rate / one_session:.2f}x the 1-session raw loop, "
           f"{rate / many_sessions:.2f}x the {send_concurrency()}-session raw loop")
 
-    in_app = Campaign.objects.create(name="Bench: in-app", segment=everyone, channels=["in_app"],
+    in_app = Campaign.objects.create(name="Bench: in-app", segment=everyone, channels=["in_app"], brand=brand,
                                      in_app_template=in_app_template, reentry_days=0)
     in_app_run = CampaignRun.objects.create(campaign=in_app, number=1)
     t0 = time.perf_counter()
