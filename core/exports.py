@@ -199,40 +199,36 @@ def phone_sha256(value: str) -> str:
     return hashlib.sha256(normalized.encode("utf-8")).hexdigest() if normalized else ""
 
 
-def audience_rows(*, segment, chunk_size: int = EXPORT_CHUNK_SIZE) -> Iterator[tuple[str, str]]:
-    """``(email_sha256, phone_sha256)`` per member of ``segment`` with at least one usable
-    address. Suppressed addresses (bounces, complaints, manual) are left out: a person who
-    asked never to be contacted at an address is not targeted through it either."""
-    from consent.selectors import address_suppressed_q
+def audience_rows(*, customers, chunk_size: int = EXPORT_CHUNK_SIZE) -> Iterator[tuple[str, str]]:
+    """``(email_sha256, phone_sha256)`` per customer of ``customers`` left with at least one hash.
 
-    members = (
-        segment.customers()
-        .annotate(
-            email_suppressed=address_suppressed_q(channel="email", address_ref="email"),
-            phone_suppressed=address_suppressed_q(channel="sms", address_ref="phone"),
-        )
-        .order_by("pk")
-        .values_list("email", "phone", "email_suppressed", "phone_suppressed")
-    )
-    for email, phone, email_suppressed, phone_suppressed in members.iterator(chunk_size=chunk_size):
-        hashed = ("" if email_suppressed else email_sha256(email), "" if phone_suppressed else phone_sha256(phone))
+    Core knows no consent rule, so the caller brings it: ``customers`` must carry the boolean
+    annotations ``email_contactable`` and ``phone_contactable``, computed by the app that owns
+    "may we contact this customer on this channel" (e.g. ``reactivation.selectors.segment_audience``).
+    Without them the query raises FieldError, so no export can leave the rule out by omission. An
+    address is hashed only where its flag is true; a customer with no hash left gives no row.
+    """
+    members = customers.order_by("pk").values_list("email", "phone", "email_contactable", "phone_contactable")
+    for email, phone, email_contactable, phone_contactable in members.iterator(chunk_size=chunk_size):
+        hashed = (email_sha256(email) if email_contactable else "", phone_sha256(phone) if phone_contactable else "")
         if any(hashed):
             yield hashed
 
 
-def audience_export_csv(*, segment, user) -> Iterator[str]:
-    """The hashed audience of ``segment`` as CSV; refused without the personal-data permission
-    (hashes of emails are still personal data: they identify a person to the ad platform)."""
+def audience_export_csv(*, customers, user) -> Iterator[str]:
+    """The hashed audience of ``customers`` (see ``audience_rows``) as CSV; refused without the
+    personal-data permission (hashes of emails are still personal data: they identify a person
+    to the ad platform)."""
     if not can_view_personal_data(user):
         raise PermissionDenied("Exporting an ad audience needs the permission to view personal data.")
-    return csv_stream(header=list(AUDIENCE_COLUMNS), rows=audience_rows(segment=segment))
+    return csv_stream(header=list(AUDIENCE_COLUMNS), rows=audience_rows(customers=customers))
 
 
-def audience_export_response(*, segment, user):
-    stream = audience_export_csv(segment=segment, user=user)
+def audience_export_response(*, customers, user, filename: str):
+    stream = audience_export_csv(customers=customers, user=user)
     response = StreamingHttpResponse((chunk.encode("utf-8") for chunk in stream), content_type=CSV_CONTENT_TYPE)
     stamp = timezone.localtime().strftime("%Y%m%d-%H%M")
-    response["Content-Disposition"] = f'attachment; filename="audience-segment-{segment.pk}-{stamp}.csv"'
+    response["Content-Disposition"] = f'attachment; filename="{filename}-{stamp}.csv"'
     return response
 
 

@@ -323,31 +323,141 @@ def test_segment_page_shows_size_and_a_masked_sample(client, marketer, customer)
     assert EMAIL not in body and PHONE not in body
 
 
-def test_segment_exports_members_and_ad_audience(client, marketer, customer):
-    import hashlib
-
+@pytest.fixture
+def audience_maker():
+    """A marketer who may also see personal data (by the groups alone, only superusers may)."""
     from django.contrib.auth.models import Permission
 
+    user = UserFactory(username="audience")
+    user.groups.add(Group.objects.get(name="Marketer"))
+    user.user_permissions.add(Permission.objects.get(codename="view_personal_data"))
+    return user
+
+
+def sha(text: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def export_audience(client, segment):
+    return client.post(
+        reverse("admin:reactivation_segment_changelist"), {"action": "export_ad_audience", "_selected_action": [segment.pk]}
+    )
+
+
+def test_segment_exports_members_and_ad_audience(client, marketer, audience_maker, customer):
+    # given a segment of one customer with consent on both channels
     segment = SegmentFactory()
+    consent_grant(customer=customer, channel="email", source="signup")
+    consent_grant(customer=customer, channel="sms", source="signup")
     changelist = reverse("admin:reactivation_segment_changelist")
-    # a marketer who may also see personal data (by the groups alone, only superusers may)
-    audience_maker = UserFactory(username="audience")
-    audience_maker.groups.add(Group.objects.get(name="Marketer"))
-    audience_maker.user_permissions.add(Permission.objects.get(codename="view_personal_data"))
     client.force_login(audience_maker)
 
+    # when members and the ad audience are exported
     members = client.post(changelist, {"action": "export_members_csv", "_selected_action": [segment.pk]})
-    audience = client.post(changelist, {"action": "export_ad_audience", "_selected_action": [segment.pk]})
+    audience = export_audience(client, segment)
 
+    # then the audience holds both hashes
     assert [row[0] for row in export_rows(members)[1:]] == ["U100"]
-    assert export_rows(audience) == [
-        ["email_sha256", "phone_sha256"],
-        [hashlib.sha256(EMAIL.encode()).hexdigest(), hashlib.sha256(PHONE.encode()).hexdigest()],
-    ]
+    assert export_rows(audience) == [["email_sha256", "phone_sha256"], [sha(EMAIL), sha(PHONE)]]
+    assert audience["Content-Disposition"].startswith(f'attachment; filename="audience-segment-{segment.pk}-')
 
     client.force_login(marketer)
     names = {n for n, _ in client.get(changelist).context["action_form"].fields["action"].choices}
     assert "export_ad_audience" not in names and "export_members_csv" in names
+
+
+def test_ad_audience_leaves_out_a_one_click_unsubscribe(client, audience_maker, customer):
+    from django.test import Client
+
+    from core.tokens import unsubscribe_token_make
+
+    # given a customer with consent on both channels who then unsubscribes from email by
+    # RFC 8058 one-click (the mail client's POST, no cookies)
+    segment = SegmentFactory()
+    consent_grant(customer=customer, channel="email", source="signup")
+    consent_grant(customer=customer, channel="sms", source="signup")
+    token = unsubscribe_token_make(customer_id=customer.pk, channel="email")
+    one_click = Client(enforce_csrf_checks=True).post(
+        reverse("consent:unsubscribe", args=[token]), "List-Unsubscribe=One-Click",
+        content_type="application/x-www-form-urlencoded",
+    )
+    assert one_click.status_code == 200
+
+    # when the ad audience is exported
+    client.force_login(audience_maker)
+    audience = export_audience(client, segment)
+
+    # then only the phone hash is left, and the marketer is told what the file holds
+    assert export_rows(audience)[1:] == [["", sha(PHONE)]]
+    shown = [str(m) for m in client.get(reverse("admin:reactivation_segment_changelist")).context["messages"]]
+    assert len(shown) == 1 and "only members with current marketing consent" in shown[0] and "not suppressed" in shown[0]
+
+
+def test_ad_audience_leaves_out_withdrawn_never_granted_and_suppressed(client, audience_maker):
+    from consent.models import Suppression
+
+    # given one customer per situation
+    segment = SegmentFactory()
+    withdrawn = CustomerFactory(email="withdrawn@example.com", phone="")
+    consent_grant(customer=withdrawn, channel="email", source="signup")
+    consent_withdraw(customer=withdrawn, channel="email", source="one_click")
+    CustomerFactory(email="never@example.com", phone="+8613700000001")
+    bounced = CustomerFactory(email="bounced@example.com", phone="+8613700000002")
+    consent_grant(customer=bounced, channel="email", source="signup")
+    consent_grant(customer=bounced, channel="sms", source="signup")
+    Suppression.objects.create(channel="email", address="bounced@example.com", reason=Suppression.Reason.HARD_BOUNCE)
+    client.force_login(audience_maker)
+
+    # when the audience is exported, then only the bounced customer's consented phone remains
+    assert export_rows(export_audience(client, segment))[1:] == [["", sha("+8613700000002")]]
+
+
+def test_ad_audience_export_queries_do_not_grow_with_the_segment(client, audience_maker):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    segment = SegmentFactory()
+    client.force_login(audience_maker)
+
+    def queries_for_export() -> int:
+        with CaptureQueriesContext(connection) as captured:
+            rows = export_rows(export_audience(client, segment))
+        return len(captured), len(rows) - 1
+
+    def add_customers(count):
+        for _ in range(count):
+            consent_grant(customer=CustomerFactory(), channel="email", source="signup")
+
+    add_customers(2)
+    small, exported_small = queries_for_export()
+    add_customers(20)
+    large, exported_large = queries_for_export()
+
+    assert (exported_small, exported_large) == (2, 22)
+    assert large == small
+
+
+def test_the_action_and_the_segment_page_say_who_the_audience_leaves_out(client, marketer, audience_maker):
+    # given a segment
+    segment = SegmentFactory()
+    client.force_login(audience_maker)
+
+    # when the audience maker opens the changelist and the segment page
+    choices = dict(client.get(reverse("admin:reactivation_segment_changelist")).context["action_form"].fields["action"].choices)
+    page = client.get(reverse("admin:reactivation_segment_change", args=[segment.pk]))
+
+    # then the action and the page state the rule
+    assert "only customers with current consent, not suppressed" in choices["export_ad_audience"]
+    body = page.content.decode()
+    assert 'id="segment-ad-audience"' in body
+    assert "only customers with current marketing consent whose address is\n    not suppressed are exported" in body
+
+    # and staff who cannot export the audience do not get the note
+    client.force_login(marketer)
+    page = client.get(reverse("admin:reactivation_segment_change", args=[segment.pk]))
+    assert page.status_code == 200 and 'id="segment-ad-audience"' not in page.content.decode()
 
 
 def test_segment_export_actions_need_exactly_one_segment(client, marketer):
