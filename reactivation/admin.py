@@ -29,6 +29,7 @@ from core.exports import audience_export_response, customers_export_response
 from core.masking import can_view_personal_data, mask_email, mask_phone
 from core.phones import normalize_email, normalize_phone
 from reactivation.models import (
+    Category,
     ActivityEvent,
     Customer,
     DormancyReason,
@@ -562,5 +563,11 @@ class SegmentAdmin(ImportExportAdmin):
                 customers=segment_audience(segment=segment), user=request.user, filename=f"audience-segment-{segment.pk}"
             )
 
+
+
+@admin.register(Category)
+class CategoryAdmin(admin.ModelAdmin):
+    list_display = ["key", "label_zh_hans", "label_en"]
+    search_fields = ["key", "label_zh_hans", "label_en"]
 
 from reactivation import admin_imports  # noqa: E402,F401  (bulk import admin)
