@@ -189,6 +189,37 @@ EMAIL_USE_SSL = _email.get("EMAIL_USE_SSL", False)
 EMAIL_FILE_PATH = _email.get("EMAIL_FILE_PATH") or str(VAR_DIR / "mail")
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "Win-back <winback@localhost>")
 SERVER_EMAIL = DEFAULT_FROM_EMAIL
+# DKIM: mail sent over SMTP is signed with this key (rsa-sha256) when its From domain is
+# DKIM_DOMAIN or a subdomain; publish the public key at <selector>._domainkey.<domain>.
+# All three or none: a half-configured signer would send unsigned mail without a word.
+DKIM_DOMAIN = env_str("DKIM_DOMAIN", "").strip().lower().rstrip(".")
+DKIM_SELECTOR = env_str("DKIM_SELECTOR", "").strip()
+DKIM_PRIVATE_KEY_FILE = env_str("DKIM_PRIVATE_KEY_FILE", "").strip()
+if DKIM_DOMAIN or DKIM_SELECTOR or DKIM_PRIVATE_KEY_FILE:
+    for _name, _value in (("DKIM_DOMAIN", DKIM_DOMAIN), ("DKIM_SELECTOR", DKIM_SELECTOR),
+                          ("DKIM_PRIVATE_KEY_FILE", DKIM_PRIVATE_KEY_FILE)):
+        if not _value:
+            raise ImproperlyConfigured(
+                f"{_name} must be set too: DKIM signing needs DKIM_DOMAIN, DKIM_SELECTOR and "
+                "DKIM_PRIVATE_KEY_FILE (unset all three to send unsigned)."
+            )
+    if "@" in DKIM_DOMAIN or "." not in DKIM_DOMAIN or not DKIM_DOMAIN.isascii():
+        raise ImproperlyConfigured(f"DKIM_DOMAIN must be a domain name such as example.com (punycode); got {DKIM_DOMAIN!r}.")
+    from dkim.crypto import UnparsableKeyError, parse_pem_private_key
+
+    try:
+        # Parsed as the signer will parse it (dkimpy wants LF line ends), then dropped.
+        _dkim_bits = parse_pem_private_key(
+            Path(DKIM_PRIVATE_KEY_FILE).read_bytes().replace(b"\r\n", b"\n"))["modulus"].bit_length()
+    except OSError as exc:
+        raise ImproperlyConfigured(f"DKIM_PRIVATE_KEY_FILE cannot be read: {exc}") from None
+    except (UnparsableKeyError, ValueError):
+        raise ImproperlyConfigured(
+            f"DKIM_PRIVATE_KEY_FILE is not a PEM RSA private key: {DKIM_PRIVATE_KEY_FILE} "
+            "(make one with: openssl genrsa -out dkim.pem 2048)."
+        ) from None
+    if _dkim_bits < 1024:
+        raise ImproperlyConfigured(f"DKIM_PRIVATE_KEY_FILE holds a {_dkim_bits}-bit RSA key, which receivers ignore; use 2048.")
 
 SMS_BACKEND = env_choice("SMS_BACKEND", "console", choices=["console", "file", "http"])
 SMS_FILE_PATH = env_str("SMS_FILE_PATH", str(VAR_DIR / "sms" / "outbox.jsonl"))
