@@ -36,7 +36,8 @@ class OutboundMessage:
 
     ``to``: the address (lower-case email, E.164 phone; unused for in-app). ``rendered``: a
     ``campaigns.rendering.RenderedMessage``. ``customer`` and ``campaign`` are model instances
-    (name, time zone; campaign name and SMS switch); ``delivery_id`` links in-app messages and
+    (name, time zone; campaign name, SMS switch and ``campaign.brand``, whose sender and SMS
+    signature the email and SMS transports use); ``delivery_id`` links in-app messages and
     provider references to the delivery (None for test sends).
     """
 
