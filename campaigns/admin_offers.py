@@ -466,7 +466,7 @@ class MessageTemplateAdmin(ImportExportAdmin):
 
         sms = None
         if message is not None and template.channel == Channel.SMS:
-            full = _sms_with_policy(message.text)
+            full = _sms_with_policy(message.text, brand=campaign.brand if campaign is not None else None)
             sms = {"body": sms_parts(message.text), "full_text": full, "full": sms_parts(full)}
         context = {
             **self.admin_site.each_context(request),

@@ -421,3 +421,11 @@ def test_offer_import_reads_a_gbk_file_through_the_shared_storage(admin_client, 
     # then the offer is created with its Chinese text intact
     offer = Offer.objects.get(name="春季回归券")
     assert (offer.description, offer.discount_value, offer.granted_count) == ("满100减20", 20, 0)
+
+
+def test_sms_preview_for_a_campaign_is_signed_by_its_brand(admin_client):
+    template = MessageTemplateFactory(channel="sms", sms_text="好久不见")
+    campaign = CampaignFactory(channels=["sms"], sms_template=template, email_template=None,
+                               brand=BrandFactory(name="青禾生活", sms_signature="青禾"))
+    sms = admin_client.get(preview_url(template), {"campaign": campaign.pk}).context["sms"]
+    assert sms["full_text"] == "【青禾】好久不见。回复TD退订"
