@@ -7,6 +7,7 @@ silently read as a default (healthchecks ``hc/settings.py`` does the same).
 
 import os
 import zoneinfo
+from datetime import date
 from urllib.parse import urlsplit
 
 import environ
@@ -51,6 +52,15 @@ def env_int(name: str, default: int, *, minimum: int | None = None) -> int:
     if minimum is not None and value < minimum:
         raise ImproperlyConfigured(f"{name} must be at least {minimum}; got {value}.")
     return value
+
+
+def env_date(name: str, default: str) -> date:
+    """A calendar date written YYYY-MM-DD."""
+    raw = os.environ.get(name) or default
+    try:
+        return date.fromisoformat(raw.strip())
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a date written YYYY-MM-DD; got {raw!r}.") from None
 
 
 def env_list(name: str, default: list[str]) -> list[str]:

@@ -12,6 +12,7 @@ from config.env import (
     env_bool,
     env_choice,
     env_broker,
+    env_date,
     env_database,
     env_email,
     env_int,
@@ -299,6 +300,8 @@ SPECTACULAR_SETTINGS = {
 
 # Import/export: formula escaping for every exported cell is done by core.csv_safety. ----------
 IMPORT_EXPORT_SKIP_ADMIN_LOG = True
+    # JSON only, with its nesting bounded (core/json_parser.py); form bodies answer 415.
+    "DEFAULT_PARSER_CLASSES": ["core.json_parser.BoundedJSONParser"],
 IMPORT_EXPORT_IMPORT_PERMISSION_CODE = "add"
 IMPORT_EXPORT_EXPORT_PERMISSION_CODE = "view"
 
@@ -306,6 +309,10 @@ IMPORT_EXPORT_EXPORT_PERMISSION_CODE = "view"
 LIFECYCLE_NEW_DAYS = env_int("LIFECYCLE_NEW_DAYS", 30, minimum=1)
 LIFECYCLE_REACTIVATED_DAYS = env_int("LIFECYCLE_REACTIVATED_DAYS", 30, minimum=1)
 
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "core.api_schema.error_responses_add",
+    ],
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -314,3 +321,17 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env_log_level("LOG_LEVEL", "INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
+# Times from outside (API, webhooks, provider polls) must lie between EARLIEST_DATE (never before
+# 1970; later if the shop opened later) and MAX_CLOCK_AHEAD_SECONDS after now (core/time_bounds.py).
+EARLIEST_DATE = env_date("EARLIEST_DATE", "1970-01-01")
+if EARLIEST_DATE.year < 1970:
+    raise ImproperlyConfigured(f"EARLIEST_DATE must not be before 1970-01-01; got {EARLIEST_DATE.isoformat()}.")
+MAX_CLOCK_AHEAD_SECONDS = env_int("MAX_CLOCK_AHEAD_SECONDS", 300, minimum=0)
+if MAX_CLOCK_AHEAD_SECONDS > 3600:
+    raise ImproperlyConfigured("MAX_CLOCK_AHEAD_SECONDS must be at most 3600 (a clock an hour fast is a broken clock).")
+# The privacy notice version in force: recorded on every consent event that does not name one
+# (a grant in the preference center, an SMS reply, a withdrawal). The notice itself is published
+# by the product, so its version changes with a deployment, like this setting.
+NOTICE_VERSION = env_str("NOTICE_VERSION", "1").strip()
+if not NOTICE_VERSION or len(NOTICE_VERSION) > 50:
+    raise ImproperlyConfigured("NOTICE_VERSION must be 1 to 50 characters (the privacy notice version in force).")

@@ -14,3 +14,5 @@ urlpatterns = [
 if settings.ANYMAIL_WEBHOOK_SECRET:
     # Bounces and complaints from email providers -> consent/tracking.py -> Suppressions.
     urlpatterns.append(path("anymail/", include("anymail.urls")))
+
+handler404 = "core.errors.not_found"

@@ -8,8 +8,7 @@ a customer CSV import may set order_count / total_spent for orders that have no 
 import json
 import logging
 from collections.abc import Iterable
-from datetime import datetime, timedelta
-from datetime import timezone as dt_timezone
+from datetime import datetime
 from decimal import Decimal
 
 from django.core.exceptions import ValidationError
@@ -19,16 +18,13 @@ from django.db.models.expressions import RawSQL
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from core.time_bounds import time_bounds_problem
 from reactivation.models import ActivityEvent, Customer
 
 logger = logging.getLogger(__name__)
 
 KIND_MAX_LENGTH = ActivityEvent._meta.get_field("kind").max_length
 
-# Bounds on what a caller may report. A time far in the future would pin last_seen_at there, so the
-# customer would never be dormant again; a little slack allows for clocks that run fast.
-OCCURRED_AT_MAX_AHEAD = timedelta(minutes=5)
-OCCURRED_AT_MIN = datetime(1900, 1, 1, tzinfo=dt_timezone.utc)
 # One event's amount: at most 10 digits before the point, 2 after. The column (and the
 # Customer.total_spent rollup) is numeric(14, 2), which leaves room for many such events.
 AMOUNT_MAX = Decimal("9999999999.99")
@@ -52,7 +48,7 @@ def activity_record_batch(*, events: Iterable[ActivityEvent]) -> list[ActivityEv
     """Insert unsaved events (``customer_id`` set) and update their customers' rollups.
 
     Raises ValidationError, and writes nothing, when any event is invalid (no customer, empty
-    kind, no or naive occurred_at, occurred_at more than 5 minutes ahead or before 1900, amount
+    kind, no or naive occurred_at, occurred_at outside core.time_bounds (before 1970, or more than 5 minutes ahead), amount
     negative, not finite, above 9,999,999,999.99 or with more than 2 decimals), or when the batch
     would push a customer's total_spent past what the column holds (code ``total_spent_overflow``,
     ``params["customer_ids"]`` lists them). Kinds are stored stripped and lower-cased.
@@ -112,12 +108,11 @@ def _event_clean(event: ActivityEvent, *, index: int, now: datetime) -> None:
 
 
 def occurred_at_problem(value: datetime, *, now: datetime) -> str | None:
-    """Why an aware ``occurred_at`` is out of bounds, or None. Shared with the events API."""
-    if value > now + OCCURRED_AT_MAX_AHEAD:
-        return "occurred_at must not be more than 5 minutes in the future."
-    if value < OCCURRED_AT_MIN:
-        return "occurred_at must not be before 1900-01-01."
-    return None
+    """Why an aware ``occurred_at`` is out of bounds, or None (the shared bounds of
+    core.time_bounds: a time far ahead would pin last_seen_at there, so the customer would
+    never be dormant again)."""
+    problem = time_bounds_problem(value, now=now)
+    return f"occurred_at {problem}" if problem else None
 
 
 def amount_problem(value: Decimal) -> str | None:

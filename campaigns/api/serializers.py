@@ -1,24 +1,28 @@
-from django.utils import timezone
-from django.utils.dateparse import parse_datetime
 from rest_framework import serializers
 
 from campaigns.models import InboxMessage, Redemption
+from core.time_bounds import time_bounded
+from reactivation.models import ActivityEvent
 
 EVENTS_MAX_BATCH = 1000
+KIND_MAX_LENGTH = ActivityEvent._meta.get_field("kind").max_length
 
 
 class AwareDateTimeField(serializers.DateTimeField):
-    """ISO 8601 with an offset or Z: a time without a zone would be read in the server's zone,
-    silently shifting it by hours."""
-
-    default_error_messages = {"naive": "Give a time zone offset (e.g. 2025-01-02T03:04:05+08:00 or ...Z)."}
+    """ISO 8601 with an offset or Z, within core.time_bounds (1970 or EARLIEST_DATE to a few
+    minutes ahead). A time without a zone would be read in the server's zone, silently shifting
+    it by hours."""
 
     def to_internal_value(self, value):
-        if isinstance(value, str):
-            parsed = parse_datetime(value.strip())
-            if parsed is not None and parsed.tzinfo is None:
-                self.fail("naive")
-        return super().to_internal_value(value)
+        if not isinstance(value, str):
+            return super().to_internal_value(value)
+        try:
+            parsed = time_bounded(value)
+        except ValueError as exc:
+            raise serializers.ValidationError(str(exc), code="invalid") from None
+        if parsed is None:
+            self.fail("invalid", format="YYYY-MM-DDThh:mm:ss+HH:MM")
+        return self.enforce_timezone(parsed)
 
 
 class InboxMessageSerializer(serializers.ModelSerializer):
@@ -38,7 +42,7 @@ class RedemptionRequestSerializer(serializers.Serializer):
     external_id = serializers.CharField(max_length=100)
     order_amount = serializers.DecimalField(max_digits=14, decimal_places=2, min_value=0, required=False, allow_null=True)
     order_ref = serializers.CharField(max_length=100, required=False, allow_blank=True, default="")
-    at = AwareDateTimeField(required=False, allow_null=True, help_text="When the order was placed; default now.")
+    at = AwareDateTimeField(required=False, allow_null=True, help_text="When the order was placed; default now. Not before 1970-01-01, at most 5 minutes ahead.")
     category = serializers.CharField(
         max_length=100, required=False, allow_null=True,
         help_text="The order's category; checked against a category-only offer when given.",
@@ -65,22 +69,21 @@ class RefusalSerializer(serializers.Serializer):
 
 class EventSerializer(serializers.Serializer):
     external_id = serializers.CharField(max_length=100)
-    kind = serializers.CharField(max_length=32)
-    occurred_at = AwareDateTimeField(help_text="At most 5 minutes in the future, not before 1900-01-01.")
+    kind = serializers.CharField(max_length=KIND_MAX_LENGTH, help_text="Stored lower-cased.")
+    occurred_at = AwareDateTimeField(help_text="At most 5 minutes in the future, not before 1970-01-01 (EARLIEST_DATE).")
     # 10 digits before the point (the service's bound): DecimalField already refuses NaN and Infinity.
     amount = serializers.DecimalField(max_digits=12, decimal_places=2, min_value=0, required=False, allow_null=True)
     category = serializers.CharField(max_length=100, required=False, allow_blank=True, default="")
     item = serializers.CharField(max_length=100, required=False, allow_blank=True, default="")
 
-    def validate_occurred_at(self, value):
-        # The service's own bound, checked here so one bad item is reported alone instead of
-        # the service refusing the whole batch.
-        from reactivation.services import occurred_at_problem
-
-        problem = occurred_at_problem(value, now=timezone.now())
-        if problem:
-            raise serializers.ValidationError(problem[0].upper() + problem[1:])
-        return value
+    def validate_kind(self, value):
+        # The service stores kinds lower-cased, and lower() can lengthen a text ("İ" becomes
+        # two characters): the bound is checked on what will be stored, so one bad item is
+        # reported alone instead of the service refusing the whole batch.
+        kind = value.strip().lower()
+        if len(kind) > KIND_MAX_LENGTH:
+            raise serializers.ValidationError(f"Ensure this field has no more than {KIND_MAX_LENGTH} characters (lower-cased).")
+        return kind
 
 
 class EventErrorSerializer(serializers.Serializer):

@@ -4,9 +4,10 @@ import logging
 
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.shortcuts import get_object_or_404
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status
-from rest_framework.exceptions import ValidationError
+from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
@@ -28,14 +29,20 @@ from campaigns.offers import RedemptionRefused, redemption_record
 from reactivation.models import ActivityEvent, Customer
 
 logger = logging.getLogger(__name__)
+EXTERNAL_ID_MAX_LENGTH = Customer._meta.get_field("external_id").max_length
 
 EXTERNAL_ID = OpenApiParameter("external_id", str, OpenApiParameter.PATH, description="The customer's id in the product.")
-MESSAGE_ID = OpenApiParameter("message_id", int, OpenApiParameter.PATH)
+MESSAGE_ID = OpenApiParameter("message_id", OpenApiTypes.INT, OpenApiParameter.PATH, description="A message id from the inbox list.")
 
 
 class ApiView(APIView):
     authentication_classes = [ApiTokenAuthentication]
     permission_classes = [IsAuthenticated]
+
+
+def _external_id_usable(external_id: str) -> bool:
+    # PostgreSQL text cannot hold NUL: a lookup with one raises instead of finding nothing.
+    return "\x00" not in external_id and len(external_id) <= EXTERNAL_ID_MAX_LENGTH
 
 
 class InboxPagination(PageNumberPagination):
@@ -71,6 +78,8 @@ class InboxListView(ApiView):
         summary="A customer's in-app messages, newest first, with the unread count.",
     )
     def get(self, request, external_id: str):
+        if not _external_id_usable(external_id):
+            raise NotFound("No Customer matches the given query.")
         customer = get_object_or_404(Customer, external_id=external_id)
         paginator = self.pagination_class()
         page = paginator.paginate_queryset(inbox_for_customer(customer=customer), request, view=self)
@@ -87,6 +96,8 @@ class InboxReadView(ApiView):
         summary="Mark a message read (idempotent); counts as an open of its delivery.",
     )
     def post(self, request, external_id: str, message_id: int):
+        if not _external_id_usable(external_id):
+            raise NotFound("No InboxMessage matches the given query.")
         message = get_object_or_404(
             InboxMessage, pk=message_id, customer__external_id=external_id
         )

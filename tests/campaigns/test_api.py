@@ -194,11 +194,13 @@ def test_redemption_201_then_409(api):
         ({"external_id": "nobody"}, "unknown_customer"),
         ({"order_amount": "99.99"}, "below_min_spend"),
         ({"at": "2001-01-01T00:00:00Z"}, "not_yet_valid"),
-        ({"at": "2099-01-01T00:00:00+08:00"}, "expired"),
+        ({}, "expired"),  # the grant below expired yesterday; the order is now
     ],
 )
 def test_redemption_refusals_are_422_with_the_reason(api, change, reason):
     grant = OfferGrantFactory(offer=OfferFactory(min_spend=Decimal("100")))
+    if reason == "expired":
+        type(grant).objects.filter(pk=grant.pk).update(expires_at=timezone.now() - timedelta(days=1))
     payload = {"code": grant.code, "external_id": grant.customer.external_id, "order_amount": "150", **change}
     response = api.post(reverse("api-redemptions"), payload, format="json")
     assert response.status_code == 422
@@ -324,7 +326,10 @@ def test_schema_generates_without_warnings_for_these_views():
     assert schema["components"]["securitySchemes"]["ApiToken"] == {
         "type": "http", "scheme": "bearer", "description": "An API token created in the admin."}
     assert "unread_count" in schema["components"]["schemas"]["PaginatedInboxMessageList"]["properties"]
-    assert set(paths["/api/v1/redemptions/"]["post"]["responses"]) == {"201", "400", "409", "422"}
+    assert set(paths["/api/v1/redemptions/"]["post"]["responses"]) == {
+        "201", "400", "401", "403", "404", "405", "406", "409", "413", "414", "415", "422", "429"}
+    # An operation without a body cannot have one refused for its type or size.
+    assert {"413", "415"}.isdisjoint(paths["/api/v1/customers/{external_id}/inbox/"]["get"]["responses"])
 
 
 def test_schema_is_served(client):
@@ -342,7 +347,7 @@ def test_events_out_of_bounds_are_reported_per_item_and_the_rest_recorded(api, r
     payload = [
         good,
         {**good, "occurred_at": "2999-01-01T00:00:00Z"},
-        {**good, "occurred_at": "1899-12-31T23:59:59Z"},
+        {**good, "occurred_at": "1969-12-31T23:59:59Z"},
         {**good, "amount": "NaN"},
         {**good, "amount": "Infinity"},
         {**good, "amount": "999999999999.99"},  # 12 digits before the point: over the per-event bound
@@ -358,7 +363,7 @@ def test_events_out_of_bounds_are_reported_per_item_and_the_rest_recorded(api, r
         (1, "invalid", ["occurred_at"]), (2, "invalid", ["occurred_at"])] + [
         (i, "invalid", ["amount"]) for i in range(3, 9)]
     assert "future" in body["errors"][0]["detail"]["occurred_at"][0]
-    assert "1900" in body["errors"][1]["detail"]["occurred_at"][0]
+    assert "1970-01-01" in body["errors"][1]["detail"]["occurred_at"][0]
     known.refresh_from_db()
     assert (known.order_count, known.total_spent, known.last_seen_at.year) == (1, Decimal("10.00"), 2025)
     assert ActivityEvent.objects.count() == 1
@@ -416,3 +421,96 @@ def test_an_overflowing_customer_is_no_500_on_postgresql(token):
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {token.key}")
     rich, other, response = _post_overflowing_batch(client)
     _assert_overflow_reported_and_rest_recorded(rich, other, response)
+
+
+# Malformed input: every answer is a 4xx naming the problem, never a 500 ---------------------
+
+IMPOSSIBLE_TIMES = [
+    "2024-01-01T12:99:00Z",  # minute 99
+    "2024-13-01T00:00:00Z",  # month 13
+    "2024-02-30T00:00:00Z",  # February 30
+    "2024-01-01T24:00:00Z",  # hour 24
+    "2024-01-01T00:00:00+25:00",  # offset beyond ±24 h
+    "0001-01-01T00:00:00+14:00",  # year 1 BC in UTC
+    "9999-12-31T23:59:59-14:00",  # past year 9999 in UTC
+]
+
+
+@pytest.mark.parametrize("occurred_at", IMPOSSIBLE_TIMES)
+def test_an_impossible_event_time_is_reported_for_its_item_and_the_good_items_are_kept(api, occurred_at):
+    # given a batch with one good item and one whose time cannot exist
+    known = CustomerFactory()
+    good = {"external_id": known.external_id, "kind": "login", "occurred_at": "2025-01-02T03:04:05Z"}
+    # when it is posted
+    response = api.post(reverse("api-events"), [good, {**good, "occurred_at": occurred_at}], format="json")
+    # then the bad item is reported by index and the good one recorded
+    assert response.status_code == 200
+    body = response.json()
+    assert (body["created"], body["invalid"]) == (1, 1)
+    assert [(e["index"], list(e["detail"])) for e in body["errors"]] == [(1, ["occurred_at"])]
+    assert ActivityEvent.objects.filter(customer=known).count() == 1
+
+
+@pytest.mark.parametrize("at", IMPOSSIBLE_TIMES)
+def test_an_impossible_redemption_time_is_400(api, at):
+    grant = OfferGrantFactory()
+    response = api.post(reverse("api-redemptions"), {
+        "code": grant.code, "external_id": grant.customer.external_id, "at": at}, format="json")
+    assert response.status_code == 400
+    assert list(response.json()) == ["at"]
+    assert not Redemption.objects.exists()
+
+
+def test_a_kind_that_lower_case_lengthens_past_the_column_is_reported_alone(api):
+    # "İ".lower() is two characters: 32 of them pass a 32-character check and store 64
+    known = CustomerFactory()
+    good = {"external_id": known.external_id, "kind": "login", "occurred_at": "2025-01-02T03:04:05Z"}
+    response = api.post(reverse("api-events"), [good, {**good, "kind": "İ" * 32}], format="json")
+    assert response.status_code == 200
+    body = response.json()
+    assert (body["created"], body["invalid"]) == (1, 1)
+    assert "lower-cased" in body["errors"][0]["detail"]["kind"][0]
+    assert list(ActivityEvent.objects.values_list("kind", flat=True)) == ["login"]
+
+
+def test_a_kind_is_stored_as_validated_lower_cased(api):
+    known = CustomerFactory()
+    api.post(reverse("api-events"), [
+        {"external_id": known.external_id, "kind": " ORDER ", "occurred_at": "2025-01-02T03:04:05Z"}], format="json")
+    assert list(ActivityEvent.objects.values_list("kind", flat=True)) == ["order"]
+
+
+@pytest.mark.parametrize("suffix", ["%00", "%00/../x", "x" * 200])
+def test_an_external_id_no_customer_can_have_is_404_not_500(api, suffix):
+    customer = CustomerFactory()
+    InboxMessageFactory(customer=customer)
+    assert api.get(f"/api/v1/customers/{customer.external_id}{suffix}/inbox/").status_code == 404
+    assert api.post(f"/api/v1/customers/{customer.external_id}{suffix}/inbox/1/read/").status_code == 404
+
+
+@pytest.mark.parametrize("url", ["/api/v1/events/", "/api/v1/redemptions/"])
+def test_a_deeply_nested_body_is_400(api, url):
+    body = b"[" * 50_000 + b"]" * 50_000
+    response = api.post(url, body, content_type="application/json")
+    assert response.status_code == 400
+    assert "nested" in response.json()["detail"]
+
+
+def test_nesting_within_the_bound_still_parses(api):
+    # 32 levels: a list of lists ... is not a list of events, but it is valid JSON (400 from the view)
+    body = b"[" * 32 + b"]" * 32
+    response = api.post("/api/v1/events/", body, content_type="application/json")
+    assert response.status_code == 200
+    assert response.json()["invalid"] == 1
+
+
+def test_brackets_inside_strings_do_not_count_as_nesting():
+    from core.json_parser import json_depth_exceeds
+
+    assert not json_depth_exceeds(b'[{"kind": "' + b"[" * 100 + b'\\"[["}]', 32)
+    assert json_depth_exceeds(b"[" * 33, 32)
+
+
+def test_a_form_body_is_415(api):
+    response = api.post("/api/v1/redemptions/", "code=x&external_id=y", content_type="application/x-www-form-urlencoded")
+    assert response.status_code == 415

@@ -214,7 +214,7 @@ def test_rollups_of_a_large_batch_need_not_fit_in_sqlite_parameters():
     "changes, field",
     [
         ({"occurred_at": datetime(2999, 1, 1, tzinfo=dt_timezone.utc)}, "occurred_at"),
-        ({"occurred_at": datetime(1899, 12, 31, 23, 59, tzinfo=dt_timezone.utc)}, "occurred_at"),
+        ({"occurred_at": datetime(1969, 12, 31, 23, 59, tzinfo=dt_timezone.utc)}, "occurred_at"),
         ({"amount": Decimal("Infinity")}, "amount"),
         ({"amount": Decimal("10000000000.00")}, "amount"),  # 11 digits before the point
         ({"amount": Decimal("1E+30")}, "amount"),
@@ -242,7 +242,7 @@ def test_the_bounds_themselves_are_accepted():
     soon = timezone.now() + timedelta(minutes=4)
     activity_record_batch(events=[
         event(customer, "order", soon, Decimal("9999999999.99")),
-        event(customer, "login", datetime(1900, 1, 1, tzinfo=dt_timezone.utc)),
+        event(customer, "login", datetime(1970, 1, 1, tzinfo=dt_timezone.utc)),
     ])
     customer.refresh_from_db()
     assert (customer.total_spent, customer.last_seen_at) == (Decimal("9999999999.99"), soon)
