@@ -29,9 +29,9 @@ from decimal import Decimal, InvalidOperation
 from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
-from django.utils.dateparse import parse_datetime
 
 from campaigns.models import Offer, OfferGrant, Redemption
+from core.time_bounds import time_bounded
 
 logger = logging.getLogger(__name__)
 
@@ -376,11 +376,10 @@ def _parse_row(row: dict) -> dict:
     at_text = (row.get("at") or "").strip()
     at = None
     if at_text:
-        at = parse_datetime(at_text.replace("/", "-"))
-        if at is None:
-            raise ValueError(f"at {at_text!r} is not an ISO 8601 date-time.")
-        if timezone.is_naive(at):
-            at = timezone.make_aware(at)
+        try:
+            at = time_bounded(at_text.replace("/", "-"), naive_allowed=True)
+        except ValueError as exc:
+            raise ValueError(f"at {at_text[:40]!r}: {exc}") from None
     category = (row.get("category") or "").strip() or None
     return {"code": code, "external_id": external_id, "order_amount": amount,
             "order_ref": (row.get("order_ref") or "").strip()[:100], "at": at, "category": category}

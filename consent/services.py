@@ -9,12 +9,13 @@ import logging
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
-from django.utils.dateparse import parse_datetime
 
 from core.phones import normalize_email, normalize_phone
+from core.time_bounds import time_bounds_problem, time_parse
 from consent.models import Action, Channel, ConsentEvent, ConsentState, Purpose, SmsReply, Source, Suppression
 
 _STATUS_FOR_ACTION = {Action.GRANT: ConsentState.Status.GRANTED, Action.WITHDRAW: ConsentState.Status.WITHDRAWN}
@@ -54,13 +55,19 @@ def _validate(channel: str, action: str, source: str) -> None:
         raise ValueError(f"Unknown consent source {source!r}; expected one of {Source.values}.")
 
 
+def notice_version_in_force() -> str:
+    """The privacy notice version recorded on a decision that does not name its own (a grant in
+    the preference center, an SMS reply, a withdrawal): the one published when it was made."""
+    return settings.NOTICE_VERSION
+
+
 @transaction.atomic
 def _consent_record(*, customer, channel, action, source, notice_version, evidence, actor, at, purpose) -> ConsentEvent:
     _validate(channel, action, source)
     at = at or timezone.now()
     event = ConsentEvent.objects.create(
         customer=customer, channel=channel, purpose=purpose, action=action, source=source,
-        notice_version=notice_version or "", evidence=evidence or {}, actor=actor, at=at,
+        notice_version=notice_version or notice_version_in_force(), evidence=evidence or {}, actor=actor, at=at,
     )
     # Lock the state row so two simultaneous decisions for one customer apply in order.
     state = (
@@ -91,14 +98,14 @@ def consent_record_bulk(*, decisions: list[ConsentDecision], purpose: str = Purp
     and channel sets the state. Returns the number of events written."""
     if not decisions:
         return 0
-    now = timezone.now()
+    now, in_force = timezone.now(), notice_version_in_force()
     for decision in decisions:
         _validate(decision.channel, decision.action, decision.source)
     events = ConsentEvent.objects.bulk_create(
         [
             ConsentEvent(
                 customer_id=d.customer_id, channel=d.channel, purpose=purpose, action=d.action, source=d.source,
-                notice_version=d.notice_version or "", evidence=d.evidence or {}, at=d.at or now, actor=actor,
+                notice_version=d.notice_version or in_force, evidence=d.evidence or {}, at=d.at or now, actor=actor,
             )
             for d in decisions
         ]
@@ -156,9 +163,16 @@ def _customers_with_address(*, channel: str, address: str) -> list:
 
 
 def _not_in_future(at: datetime | None) -> datetime:
-    # A provider clock running ahead must not let its event outrank decisions made after it.
+    """``at``, or now when it is missing, in the future or outside core.time_bounds.
+
+    A provider clock running ahead must not let its event outrank decisions made after it, and a
+    time before EARLIEST_DATE (year 1 with a +14:00 offset is 1 BC on PostgreSQL) must never be
+    stored: the row could not be read back, and an opt-out dated then would change nothing.
+    """
     now = timezone.now()
-    return now if at is None or at > now else at
+    if at is None or at > now or time_bounds_problem(at, now=now):
+        return now
+    return at
 
 
 def sms_reply_record(*, sender: str, text: str, provider_id: str = "", received_at: datetime | None = None) -> SmsReply:
@@ -174,7 +188,10 @@ def sms_reply_record(*, sender: str, text: str, provider_id: str = "", received_
     - Anything else is stored with outcome ``reply`` and changes nothing.
 
     Idempotent per ``provider_id``: the same provider id returns the reply already stored and
-    records nothing again (re-polling and webhook retries are safe).
+    records nothing again (re-polling and webhook retries are safe). A reply without one but with
+    a ``received_at`` gets an id derived from sender, text and that time, so the same message
+    delivered twice (a replayed webhook) adds nothing to the ledger either. ``received_at`` is
+    stored as given unless it is in the future or out of core.time_bounds; then it is now.
     """
     reply, _created = _sms_reply_record(sender=sender, text=text, provider_id=provider_id, received_at=received_at)
     return reply
@@ -185,6 +202,8 @@ def _sms_reply_record(*, sender, text, provider_id, received_at) -> tuple[SmsRep
     from consent.keywords import SmsIntent, sms_intent
 
     provider_id = (provider_id or "").strip()
+    if not provider_id and received_at is not None:
+        provider_id = _derived_provider_id(sender or "", text or "", received_at)
     if provider_id:
         existing = SmsReply.objects.filter(provider_id=provider_id).first()
         if existing is not None:
@@ -243,7 +262,7 @@ def sms_replies_pull(*, backend) -> dict[str, int]:
         sender, text = str(getattr(item, "sender", "") or ""), str(getattr(item, "text", "") or "")
         provider_id = str(getattr(item, "provider_id", "") or "")
         try:
-            received_at = datetime_parse(getattr(item, "received_at", None))
+            received_at = time_parse(getattr(item, "received_at", None), naive_allowed=True)
             provider_id = provider_id or _derived_provider_id(sender, text, received_at)
             _reply, created = _sms_reply_record(sender=sender, text=text, provider_id=provider_id, received_at=received_at)
         except Exception:
@@ -253,19 +272,6 @@ def sms_replies_pull(*, backend) -> dict[str, int]:
             continue
         counts["recorded" if created else "duplicate"] += 1
     return counts
-
-
-def datetime_parse(value) -> datetime | None:
-    """An aware datetime from a datetime or an ISO 8601 string (naive means TIME_ZONE);
-    None when empty. Raises ValueError when the string is not a date and time."""
-    if value in (None, ""):
-        return None
-    if not isinstance(value, datetime):
-        parsed = parse_datetime(str(value).strip())
-        if parsed is None:
-            raise ValueError(f"{value!r} is not an ISO 8601 date and time.")
-        value = parsed
-    return value if timezone.is_aware(value) else timezone.make_aware(value)
 
 
 def _derived_provider_id(sender: str, text: str, received_at) -> str:

@@ -25,6 +25,7 @@ from consent.forms import PreferencesForm
 from consent.keywords import SmsIntent, sms_intent
 from consent.models import Channel, ConsentState, Source, Suppression
 from core.masking import mask_email, mask_phone
+from core.time_bounds import time_bounds_problem, time_parse
 from core.tokens import BadToken, unsubscribe_token_read
 from reactivation.models import Customer
 
@@ -264,11 +265,16 @@ def preferences(request, token: str):
     return _no_leak(_in_language(response, strings))
 
 
+# A re-subscription without the provider's message id must have been received this recently,
+# and not later than now (plus a provider clock a little fast): a START dated ahead would stay
+# "fresh" long enough to be replayed after the customer's next TD.
 GRANT_FRESHNESS = timedelta(minutes=15)
+GRANT_CLOCK_SKEW = timedelta(seconds=30)
 
 
 def _recent(received_at) -> bool:
-    return received_at is not None and abs(timezone.now() - received_at) <= GRANT_FRESHNESS
+    now = timezone.now()
+    return received_at is not None and now - GRANT_FRESHNESS <= received_at <= now + GRANT_CLOCK_SKEW
 
 
 @csrf_exempt
@@ -277,7 +283,12 @@ def sms_inbound(request):
     """Inbound SMS from a provider: form fields ``from`` and ``text`` (optional ``id``,
     ``received_at`` as ISO 8601), header ``X-Signature`` = hex HMAC-SHA256 of the raw body keyed
     with SMS_WEBHOOK_SECRET. 503 when no secret is configured, 403 on a missing or wrong
-    signature, 400 on a malformed body; nothing is recorded in any of these cases."""
+    signature, 400 on a malformed body; nothing is recorded in any of these cases.
+
+    ``received_at`` must be a real time within core.time_bounds. Out of bounds, an opt-out or a
+    reply is still recorded (at the time it arrived here: an opt-out is honoured whatever the
+    provider's clock says), while a re-subscription is refused.
+    """
     secret = getattr(settings, "SMS_WEBHOOK_SECRET", "")
     if not secret:
         logger.error("sms_inbound_refused reason=no_secret_configured")
@@ -294,20 +305,30 @@ def sms_inbound(request):
         logger.warning("sms_inbound_refused reason=missing_fields")
         return JsonResponse({"error": "Fields 'from' and 'text' are required."}, status=400)
     try:
-        received_at = services.datetime_parse(request.POST.get("received_at"))
+        received_at = time_parse(request.POST.get("received_at"), naive_allowed=True)
     except ValueError:
         logger.warning("sms_inbound_refused reason=bad_received_at")
         return JsonResponse({"error": "received_at must be an ISO 8601 date and time."}, status=400)
     provider_id = request.POST.get("id", "")[:100]
+    out_of_bounds = time_bounds_problem(received_at) if received_at is not None else None
     # The signature covers the body only, so a captured request can be sent again. Replaying a
     # STOP is harmless; replaying a START would re-grant consent. A grant therefore needs the
-    # provider's message id (recorded once per id) or a received_at inside a short window.
-    if sms_intent(text) == SmsIntent.GRANT and not provider_id and not _recent(received_at):
-        logger.warning("sms_inbound_refused reason=grant_without_id_or_fresh_time")
-        return JsonResponse(
-            {"error": "A re-subscription needs the provider's message 'id' or a 'received_at' "
-                      f"within the last {GRANT_FRESHNESS.seconds // 60} minutes."},
-            status=400,
-        )
+    # provider's message id (recorded once per id) or a received_at inside a short window in
+    # the past (and the service records a message without an id once per sender, text and time).
+    if sms_intent(text) == SmsIntent.GRANT:
+        if out_of_bounds:
+            logger.warning("sms_inbound_refused reason=grant_received_at_out_of_bounds")
+            return JsonResponse({"error": f"received_at {out_of_bounds}"}, status=400)
+        if not provider_id and not _recent(received_at):
+            logger.warning("sms_inbound_refused reason=grant_without_id_or_fresh_time")
+            return JsonResponse(
+                {"error": "A re-subscription needs the provider's message 'id' or a 'received_at' "
+                          f"within the last {GRANT_FRESHNESS.seconds // 60} minutes (not in the future)."},
+                status=400,
+            )
+    elif out_of_bounds:
+        logger.warning("sms_inbound_received_at_out_of_bounds received_at=%r: recorded as received now",
+                       request.POST.get("received_at", "")[:40])
+        received_at = None
     reply = services.sms_reply_record(sender=sender, text=text, provider_id=provider_id, received_at=received_at)
     return JsonResponse({"id": reply.pk, "outcome": reply.outcome})

@@ -7,6 +7,7 @@ Each parser takes a stripped, non-blank string and returns the typed value or ra
 from __future__ import annotations
 
 import re
+import time
 from datetime import datetime, timedelta, timezone as dt_timezone
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from functools import lru_cache
@@ -72,9 +73,30 @@ def parse_datetime(raw: str, tz) -> datetime:
             raise InvalidValue("is not a real date (month, day or time out of range)") from None
     if value.tzinfo is None:
         value = value.replace(tzinfo=tz)
-    if not 1900 <= value.year <= 2200:
-        raise InvalidValue("has a year outside 1900–2200")
-    return value.astimezone(UTC)
+    earliest, latest = _time_window()
+    try:
+        if value < earliest:
+            raise InvalidValue(f"is before {earliest.date().isoformat()} (EARLIEST_DATE)")
+        if value > latest:
+            raise InvalidValue("is in the future")
+        return value.astimezone(UTC)
+    except OverflowError:  # year 1 or 9999 pushed out of range by its offset
+        raise InvalidValue("is out of range") from None
+
+
+_window: tuple[float, datetime, datetime] | None = None
+
+
+def _time_window() -> tuple[datetime, datetime]:
+    """core.time_bounds' earliest and latest acceptable times, recomputed at most once a second
+    (reading settings and the clock for each of millions of cells would double the parse time)."""
+    global _window
+    from core.time_bounds import time_earliest, time_max_ahead
+
+    tick = time.monotonic()
+    if _window is None or tick - _window[0] > 1:
+        _window = (tick, time_earliest(), datetime.now(UTC) + time_max_ahead())
+    return _window[1], _window[2]
 
 
 # Numbers --------------------------------------------------------------------------------------

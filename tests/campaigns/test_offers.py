@@ -330,7 +330,7 @@ def test_expired_grant_is_refused_at_the_order_time():
 def test_csv_import_records_good_rows_and_reports_each_bad_one():
     good, used, other = grant_for(), grant_for(), grant_for()
     Redemption.objects.create(grant=used, customer=used.customer)
-    at = (timezone.now() + timedelta(days=1)).replace(microsecond=0)
+    at = (timezone.now() + timedelta(minutes=2)).replace(microsecond=0)  # after the grant, within the clock slack
     at_text = timezone.localtime(at, timezone.get_fixed_timezone(480)).strftime("%Y-%m-%d %H:%M:%S+08:00")
     csv_text = (
         "Code,External_ID,order_amount,order_ref,at\n"
@@ -348,6 +348,16 @@ def test_csv_import_records_good_rows_and_reports_each_bad_one():
     redemption = Redemption.objects.get(grant=good)
     assert (redemption.order_amount, redemption.order_ref, redemption.source, redemption.redeemed_at) == (
         Decimal("1299.00"), "订单9", "import", at)
+
+
+@pytest.mark.parametrize("at", ["0001-01-01T00:00:00+14:00", "2024-01-01T12:99:00Z", "2999-01-01 00:00"])
+def test_csv_import_refuses_an_order_time_out_of_bounds_for_its_line(at):
+    grant = grant_for()
+    csv_text = f"code,external_id,at\n{grant.code},{grant.customer.external_id},{at}\n"
+    result = redemptions_import_csv(file=io.BytesIO(csv_text.encode()))
+    assert result.summary() == "created=0 refused=0 invalid=1"
+    assert result.errors[0]["line"] == 2 and "at " in result.errors[0]["message"]
+    assert not Redemption.objects.exists()
 
 
 def test_csv_import_needs_code_and_external_id_columns():

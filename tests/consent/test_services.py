@@ -119,3 +119,68 @@ def test_bulk_record_keeps_the_staff_actor():
         actor=staff,
     )
     assert ConsentEvent.objects.get(customer=customer).actor == staff
+
+
+# The notice version in force and times from outside ----------------------------------------
+
+
+def test_every_decision_without_its_own_notice_version_records_the_one_in_force(settings):
+    from consent.services import consent_preferences_update
+
+    settings.NOTICE_VERSION = "privacy-2026-05"
+    customer = CustomerFactory()
+
+    consent_preferences_update(customer=customer, wanted={"email": True, "sms": True})
+    consent_withdraw(customer=customer, channel="sms", source="unsubscribe_link")
+    consent_record_bulk(decisions=[ConsentDecision(customer_id=customer.pk, channel="in_app", action="grant", source="import")])
+    consent_grant(customer=customer, channel="in_app", source="admin", notice_version="paper-2019")
+
+    assert list(ConsentEvent.objects.order_by("id").values_list("channel", "notice_version")) == [
+        ("email", "privacy-2026-05"), ("sms", "privacy-2026-05"), ("sms", "privacy-2026-05"),
+        ("in_app", "privacy-2026-05"), ("in_app", "paper-2019")]
+    assert set(ConsentState.objects.values_list("notice_version", flat=True)) == {"privacy-2026-05", "paper-2019"}
+
+
+@pytest.mark.parametrize("at", ["0001-01-01T00:00:00+14:00", "1969-07-20T20:17:00Z", "2999-01-01T00:00:00Z"])
+def test_a_provider_time_out_of_bounds_is_recorded_as_now(at):
+    from django.utils import timezone
+
+    from consent.services import email_complaint_record, email_unsubscribe_record, sms_reply_record
+    from core.time_bounds import time_parse
+
+    customer = CustomerFactory(email="a@example.com", phone="+8613812345678")
+    consent_grant(customer=customer, channel="email", source="signup")
+    consent_grant(customer=customer, channel="sms", source="signup")
+    before = timezone.now()
+
+    email_unsubscribe_record(address="a@example.com", at=time_parse(at))
+    email_complaint_record(address="a@example.com", at=time_parse(at))
+    sms_reply_record(sender="+8613812345678", text="TD", provider_id="p1", received_at=time_parse(at))
+
+    withdrawals = ConsentEvent.objects.filter(action="withdraw")
+    assert withdrawals.count() == 3
+    assert all(before <= event.at <= timezone.now() for event in withdrawals)
+    assert not consent_is_granted(customer=customer, channel="email")
+    assert not consent_is_granted(customer=customer, channel="sms")
+
+
+def test_a_pulled_reply_with_a_time_out_of_bounds_is_recorded_as_now():
+    from types import SimpleNamespace
+
+    from django.utils import timezone
+
+    from consent.models import SmsReply
+    from consent.services import sms_replies_pull
+
+    customer = CustomerFactory(phone="+8613812345678")
+    consent_grant(customer=customer, channel="sms", source="signup")
+
+    class Backend:
+        def fetch_replies(self):
+            yield SimpleNamespace(sender="+8613812345678", text="退订", provider_id="", received_at="0001-01-01T00:00:00+14:00")
+
+    counts = sms_replies_pull(backend=Backend())
+
+    assert counts["recorded"] == 1
+    assert SmsReply.objects.get().received_at <= timezone.now()
+    assert not consent_is_granted(customer=customer, channel="sms")

@@ -366,3 +366,92 @@ def test_a_start_with_a_fresh_time_grants_once_and_a_stop_never_needs_one():
 
     assert response.json()["outcome"] == "grant"
     assert consent_is_granted(customer=customer, channel="sms")
+
+
+# Times from outside: bounded, and a re-subscription cannot be replayed -----------------------
+
+
+@pytest.mark.parametrize("received_at", ["0001-01-01T00:00:00+14:00", "1969-12-31T23:59:59Z", "2999-01-01T00:00:00Z"])
+def test_an_opt_out_with_an_impossible_time_is_applied_now_and_every_list_still_opens(received_at, admin_client):
+    # given a customer who consented to SMS
+    customer = _sms_customer()
+    # when the provider reports their TD with a time that cannot be right
+    before = timezone.now()
+    response = _post({"from": "+8613812345678", "text": "TD", "id": "odd-time", "received_at": received_at})
+    # then the opt-out is honoured, dated when it reached us
+    assert response.status_code == 200 and response.json()["outcome"] == "withdraw"
+    assert not consent_is_granted(customer=customer, channel="sms")
+    reply = SmsReply.objects.get()
+    assert before <= reply.received_at <= timezone.now()
+    assert ConsentEvent.objects.get(customer=customer, action="withdraw").at == reply.received_at
+    # and the lists that show replies and the ledger still open
+    assert admin_client.get(reverse("admin:consent_smsreply_changelist")).status_code == 200
+    assert admin_client.get(reverse("admin:consent_consentevent_changelist")).status_code == 200
+    assert admin_client.get(reverse("admin:consent_smsreply_change", args=[reply.pk])).status_code == 200
+
+
+@pytest.mark.parametrize("received_at", ["2024-01-01T12:99:00Z", "2024-02-30T00:00:00Z", "2024-01-01T00:00:00+25:00"])
+def test_a_received_at_that_is_no_real_time_is_400(received_at):
+    _sms_customer()
+    response = _post({"from": "+8613812345678", "text": "TD", "received_at": received_at})
+    assert response.status_code == 400
+    assert not SmsReply.objects.exists()
+
+
+def test_a_start_dated_in_the_future_is_refused_even_within_the_window():
+    customer = _sms_customer()
+    _post({"from": "+8613812345678", "text": "TD", "id": "stop-1"})
+
+    ahead = (timezone.now() + timedelta(minutes=14)).isoformat()
+    response = _post({"from": "+8613812345678", "text": "START", "received_at": ahead})
+
+    assert response.status_code == 400
+    assert not consent_is_granted(customer=customer, channel="sms")
+    assert SmsReply.objects.count() == 1
+
+
+def test_a_start_with_an_out_of_bounds_time_is_refused_even_with_an_id():
+    customer = _sms_customer()
+    _post({"from": "+8613812345678", "text": "TD", "id": "stop-1"})
+
+    response = _post({"from": "+8613812345678", "text": "START", "id": "p-2", "received_at": "0001-01-01T00:00:00+14:00"})
+
+    assert response.status_code == 400
+    assert not consent_is_granted(customer=customer, channel="sms")
+
+
+def test_a_replayed_start_after_a_td_adds_no_ledger_row_and_grants_nothing():
+    # given a START (fresh, no provider id), then the customer's TD
+    customer = _sms_customer()
+    start = {"from": "+8613812345678", "text": "START", "received_at": (timezone.now() - timedelta(minutes=2)).isoformat()}
+    assert _post(start).json()["outcome"] == "grant"
+    _post({"from": "+8613812345678", "text": "TD", "id": "stop-1"})
+    ledger = ConsentEvent.objects.filter(customer=customer).count()
+    # when someone who captured the START sends it again, still inside the window
+    replay = _post(start)
+    # then it answers like the first delivery, and nothing changes
+    assert replay.status_code == 200 and replay.json()["id"] == SmsReply.objects.get(text="START").pk
+    assert ConsentEvent.objects.filter(customer=customer).count() == ledger
+    assert not consent_is_granted(customer=customer, channel="sms")
+
+
+def test_a_start_with_a_provider_id_already_seen_adds_nothing():
+    customer = _sms_customer()
+    start = {"from": "+8613812345678", "text": "START", "id": "p-start"}
+    _post(start)
+    _post({"from": "+8613812345678", "text": "TD", "id": "p-stop"})
+
+    _post(start)
+
+    assert list(ConsentEvent.objects.filter(customer=customer, source="sms_reply").values_list("action", flat=True)
+                .order_by("id")) == ["grant", "withdraw"]
+    assert not consent_is_granted(customer=customer, channel="sms")
+
+
+def test_every_sms_reply_event_carries_the_notice_version_in_force(settings):
+    settings.NOTICE_VERSION = "privacy-2026-05"
+    customer = _sms_customer()
+    _post({"from": "+8613812345678", "text": "TD", "id": "a"})
+    _post({"from": "+8613812345678", "text": "START", "id": "b"})
+    assert set(ConsentEvent.objects.filter(customer=customer, source="sms_reply")
+               .values_list("notice_version", flat=True)) == {"privacy-2026-05"}

@@ -44,7 +44,9 @@ def test_dates_naive_values_are_in_the_import_time_zone(raw, expected):
         ("2024-13-01", "not a real date"),
         ("2024/2/30", "not a real date"),
         ("2024-01-05 25:00", "not a real date"),
-        ("1850-01-01", "outside 1900"),
+        ("1969-12-31 23:59", "before 1970-01-01"),
+        ("0001-01-01T00:00:00+14:00", "before 1970-01-01"),
+        ("2999-01-01", "in the future"),
     ],
 )
 def test_bad_dates(raw, reason):
