@@ -289,6 +289,8 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_AUTHENTICATION_CLASSES": [],
+    # JSON only, with its nesting bounded (core/json_parser.py); form bodies answer 415.
+    "DEFAULT_PARSER_CLASSES": ["core.json_parser.BoundedJSONParser"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "UNAUTHENTICATED_USER": None,
 }
@@ -296,31 +298,18 @@ SPECTACULAR_SETTINGS = {
     "TITLE": "Win-back back office API",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
-}
-
-# Import/export: formula escaping for every exported cell is done by core.csv_safety. ----------
-IMPORT_EXPORT_SKIP_ADMIN_LOG = True
-    # JSON only, with its nesting bounded (core/json_parser.py); form bodies answer 415.
-    "DEFAULT_PARSER_CLASSES": ["core.json_parser.BoundedJSONParser"],
-IMPORT_EXPORT_IMPORT_PERMISSION_CODE = "add"
-IMPORT_EXPORT_EXPORT_PERMISSION_CODE = "view"
-
-# Product defaults ---------------------------------------------------------------------------
-LIFECYCLE_NEW_DAYS = env_int("LIFECYCLE_NEW_DAYS", 30, minimum=1)
-LIFECYCLE_REACTIVATED_DAYS = env_int("LIFECYCLE_REACTIVATED_DAYS", 30, minimum=1)
-
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "core.api_schema.error_responses_add",
     ],
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": env_log_level("LOG_LEVEL", "INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
+
+# Import/export: formula escaping for every exported cell is done by core.csv_safety. ----------
+IMPORT_EXPORT_SKIP_ADMIN_LOG = True
+IMPORT_EXPORT_IMPORT_PERMISSION_CODE = "add"
+IMPORT_EXPORT_EXPORT_PERMISSION_CODE = "view"
+
+# Product defaults ---------------------------------------------------------------------------
 # Times from outside (API, webhooks, provider polls) must lie between EARLIEST_DATE (never before
 # 1970; later if the shop opened later) and MAX_CLOCK_AHEAD_SECONDS after now (core/time_bounds.py).
 EARLIEST_DATE = env_date("EARLIEST_DATE", "1970-01-01")
@@ -335,3 +324,14 @@ if MAX_CLOCK_AHEAD_SECONDS > 3600:
 NOTICE_VERSION = env_str("NOTICE_VERSION", "1").strip()
 if not NOTICE_VERSION or len(NOTICE_VERSION) > 50:
     raise ImproperlyConfigured("NOTICE_VERSION must be 1 to 50 characters (the privacy notice version in force).")
+LIFECYCLE_NEW_DAYS = env_int("LIFECYCLE_NEW_DAYS", 30, minimum=1)
+LIFECYCLE_REACTIVATED_DAYS = env_int("LIFECYCLE_REACTIVATED_DAYS", 30, minimum=1)
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env_log_level("LOG_LEVEL", "INFO")},
+    "loggers": {"django.db.backends": {"level": "WARNING"}},
+}
