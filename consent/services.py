@@ -197,6 +197,18 @@ def sms_reply_record(*, sender: str, text: str, provider_id: str = "", received_
     return reply
 
 
+# An SMS reply is a few SMS at most (a long SMS of 10 parts is 670 Chinese characters); a longer
+# text is not a message a person typed, and is stored cut here, saying so, in the reply and in
+# the ledger's evidence alike.
+SMS_REPLY_MAX_CHARS = 1000
+
+
+def sms_text_for_storage(text: str) -> str:
+    if len(text) <= SMS_REPLY_MAX_CHARS:
+        return text
+    return f"{text[:SMS_REPLY_MAX_CHARS]} […truncated: {len(text):,} characters received]"
+
+
 @transaction.atomic
 def _sms_reply_record(*, sender, text, provider_id, received_at) -> tuple[SmsReply, bool]:
     from consent.keywords import SmsIntent, sms_intent
@@ -214,6 +226,7 @@ def _sms_reply_record(*, sender, text, provider_id, received_at) -> tuple[SmsRep
     except ValidationError:
         phone = ""
     intent = sms_intent(text)
+    text = sms_text_for_storage(text or "")
     customers = _customers_with_address(channel=Channel.SMS, address=phone) if phone else []
     outcome = str(intent) if customers else "unknown_sender"
     received_at = _not_in_future(received_at)
@@ -237,7 +250,7 @@ def _sms_reply_record(*, sender, text, provider_id, received_at) -> tuple[SmsRep
             if phone:
                 suppression_add(
                     channel=Channel.SMS, address=phone, reason=Suppression.Reason.MANUAL,
-                    note=f"Opt-out keyword {text!r} from a number matching no customer (SMS reply #{reply.pk}).",
+                    note=f"Opt-out keyword {text[:40]!r} from a number matching no customer (SMS reply #{reply.pk}).",
                 )
             else:
                 logger.warning("sms_reply_unparseable_sender reply_id=%s: opt-out not applied to any number", reply.pk)

@@ -9,6 +9,7 @@ import hashlib
 import hmac
 import logging
 from datetime import timedelta
+from urllib.parse import parse_qsl
 
 from django.conf import settings
 from django.http import HttpResponse, JsonResponse
@@ -277,6 +278,32 @@ def _recent(received_at) -> bool:
     return received_at is not None and now - GRANT_FRESHNESS <= received_at <= now + GRANT_CLOCK_SKEW
 
 
+# How a gateway that names no charset encodes a form: UTF-8, else GB18030 (a superset of GBK,
+# what Chinese gateways send).
+FORM_ENCODINGS = ("utf-8", "gb18030")
+
+
+def _form_fields(request) -> dict[str, str]:
+    """The webhook's form fields. Multipart is Django's to decode. A urlencoded body is decoded
+    here, in its declared charset, else as UTF-8, else as GB18030: Django refuses a declared
+    non-UTF-8 charset outright and reads undeclared GBK bytes as UTF-8, storing U+FFFD where
+    the text was (so 退订 would not be recognised)."""
+    if request.content_type != "application/x-www-form-urlencoded":
+        return {key: request.POST.get(key) for key in request.POST}
+    declared = request.content_params.get("charset", "").strip().lower()
+    encodings = [*([declared] if declared else []), *FORM_ENCODINGS]
+    # latin-1 maps every byte to one character and back, so the raw bytes of each value survive.
+    pairs = parse_qsl(request.body.decode("latin-1"), keep_blank_values=True, encoding="latin-1")
+    raw = [(key.encode("latin-1"), value.encode("latin-1")) for key, value in pairs]
+    for encoding in encodings:
+        try:
+            return dict((key.decode(encoding), value.decode(encoding)) for key, value in raw)
+        except (UnicodeDecodeError, LookupError):
+            continue
+    # A repeated field keeps its last value, as QueryDict.get gives.
+    return {key.decode("utf-8", "replace"): value.decode("utf-8", "replace") for key, value in raw}
+
+
 @csrf_exempt
 @require_POST
 def sms_inbound(request):
@@ -300,16 +327,17 @@ def sms_inbound(request):
     if not given or not hmac.compare_digest(expected, given):
         logger.warning("sms_inbound_refused reason=%s", "missing_signature" if not given else "bad_signature")
         return JsonResponse({"error": "Bad signature."}, status=403)
-    sender, text = request.POST.get("from", "").strip(), request.POST.get("text")
+    fields = _form_fields(request)
+    sender, text = fields.get("from", "").strip(), fields.get("text")
     if not sender or text is None:
         logger.warning("sms_inbound_refused reason=missing_fields")
         return JsonResponse({"error": "Fields 'from' and 'text' are required."}, status=400)
     try:
-        received_at = time_parse(request.POST.get("received_at"), naive_allowed=True)
+        received_at = time_parse(fields.get("received_at"), naive_allowed=True)
     except ValueError:
         logger.warning("sms_inbound_refused reason=bad_received_at")
         return JsonResponse({"error": "received_at must be an ISO 8601 date and time."}, status=400)
-    provider_id = request.POST.get("id", "")[:100]
+    provider_id = fields.get("id", "")[:100]
     out_of_bounds = time_bounds_problem(received_at) if received_at is not None else None
     # The signature covers the body only, so a captured request can be sent again. Replaying a
     # STOP is harmless; replaying a START would re-grant consent. A grant therefore needs the
@@ -328,7 +356,7 @@ def sms_inbound(request):
             )
     elif out_of_bounds:
         logger.warning("sms_inbound_received_at_out_of_bounds received_at=%r: recorded as received now",
-                       request.POST.get("received_at", "")[:40])
+                       fields.get("received_at", "")[:40])
         received_at = None
     reply = services.sms_reply_record(sender=sender, text=text, provider_id=provider_id, received_at=received_at)
     return JsonResponse({"id": reply.pk, "outcome": reply.outcome})

@@ -455,3 +455,51 @@ def test_every_sms_reply_event_carries_the_notice_version_in_force(settings):
     _post({"from": "+8613812345678", "text": "START", "id": "b"})
     assert set(ConsentEvent.objects.filter(customer=customer, source="sms_reply")
                .values_list("notice_version", flat=True)) == {"privacy-2026-05"}
+
+
+# Keywords as typed, encodings, sizes ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("text", ["T D", "T-D", "T\u200bD", "TD退订", "退订TD", "退訂"])
+def test_opt_outs_as_people_type_them_withdraw_through_the_webhook(text):
+    customer = _sms_customer()
+    assert _post({"from": "+8613812345678", "text": text}).json()["outcome"] == "withdraw"
+    assert not consent_is_granted(customer=customer, channel="sms")
+
+
+@pytest.mark.parametrize("charset", ["", "; charset=gbk"])
+def test_a_gbk_body_is_decoded_with_or_without_a_charset(charset):
+    # given a gateway that encodes its form in GBK (and may not say so)
+    customer = _sms_customer()
+    body = urlencode({"from": "+8613812345678", "text": "退订"}, encoding="gbk").encode()
+    # when it posts a signed 退订
+    response = Client().post(URL, body, content_type=FORM_TYPE + charset, HTTP_X_SIGNATURE=_sign(body))
+    # then the text is read as it was written and the opt-out applied
+    assert response.json()["outcome"] == "withdraw"
+    assert SmsReply.objects.get().text == "退订"
+    assert not consent_is_granted(customer=customer, channel="sms")
+
+
+def test_a_utf8_body_without_a_charset_is_still_utf8():
+    _sms_customer()
+    _post({"from": "+8613812345678", "text": "请问优惠券怎么用？"})
+    assert SmsReply.objects.get().text == "请问优惠券怎么用？"
+
+
+def test_a_text_longer_than_a_few_sms_is_stored_cut_with_a_note():
+    # given a signed body whose text is megabytes long
+    customer = _sms_customer()
+    text = "退" + "x" * 9_000_000
+    # when it arrives
+    response = _post({"from": "+8613812345678", "text": text, "id": "huge"})
+    # then it is a reply, stored cut to a few SMS and saying how long it was
+    assert response.json()["outcome"] == "reply"
+    stored = SmsReply.objects.get().text
+    assert stored.startswith("退" + "x" * 999) and len(stored) < 1100
+    assert "truncated: 9,000,001 characters received" in stored
+    assert consent_is_granted(customer=customer, channel="sms")
+
+
+def test_a_long_unknown_sender_opt_out_note_stays_short():
+    _post({"from": "13700001111", "text": "TD"})
+    assert len(Suppression.objects.get().note) < 200
