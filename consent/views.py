@@ -193,6 +193,8 @@ def _unsubscribe_page(request, token: str):
     customer, channel = claim
     strings = _strings(customer)
     channel_name = strings[f"channel_{channel}"]
+    # "Marketing emails" heads a list; inside a sentence it reads "stop receiving marketing emails".
+    in_sentence = channel_name[:1].lower() + channel_name[1:] if strings["lang"] == "en" else channel_name
     context = {
         "t": strings,
         "channel_name": channel_name,
@@ -204,14 +206,14 @@ def _unsubscribe_page(request, token: str):
             customer=customer, channel=channel, source=Source.UNSUBSCRIBE_LINK, evidence=_evidence(request)
         )
         logger.info("consent_unsubscribed source=unsubscribe_link customer_id=%s channel=%s", customer.pk, channel)
-        context["done_text"] = strings["done_text"].format(channel=channel_name)
+        context["done_text"] = strings["done_text"].format(channel=in_sentence)
         return _in_language(render(request, "consent/unsubscribe_done.html", context), strings)
     withdrawn = ConsentState.objects.filter(
         customer=customer, channel=channel, status=ConsentState.Status.WITHDRAWN
     ).exists()
-    context["question"] = strings["confirm_question"].format(channel=channel_name)
+    context["question"] = strings["confirm_question"].format(channel=in_sentence)
     context["sent_to"] = strings["confirm_to"].format(address=context["address"]) if context["address"] else ""
-    context["already"] = strings["already_withdrawn"].format(channel=channel_name) if withdrawn else ""
+    context["already"] = strings["already_withdrawn"].format(channel=in_sentence) if withdrawn else ""
     return _in_language(render(request, "consent/unsubscribe_confirm.html", context), strings)
 
 

@@ -66,7 +66,7 @@ def test_get_is_in_english_for_every_other_locale(locale):
 
     page = Client().get(_unsubscribe_path(customer, "sms")).content.decode()
 
-    assert "Stop receiving Marketing text messages (SMS)?" in page
+    assert "Stop receiving marketing text messages (SMS)?" in page
     assert customer.phone not in page and customer.phone[-4:] in page
 
 
