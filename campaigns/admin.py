@@ -18,7 +18,7 @@ from campaigns.models import Brand, Campaign, CampaignRun, ChannelPolicy, Contac
 from campaigns.rendering import validate_campaign_templates
 from consent.models import Channel
 from core.admin_site import PersonalDataAdminMixin, ReadOnlyAdminMixin, masked_display
-from core.masking import mask_address
+from core.masking import mask_address, mask_personal_text
 from core.paginator import EstimatedCountPaginator
 
 
@@ -238,8 +238,10 @@ class DeliveryAdmin(PersonalDataAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin
     fields = ["campaign", "run", "customer_ref", "channel", "address", "status", "skip_reason", "not_before",
               "attempts", "provider_id", "error", "created_at", "claimed_at", "sent_at", "opened_at", "clicked_at"]
     readonly_fields = fields
-    personal_data_fields = {"address": "masked_address"}
+    # A provider's error often quotes the address it refused.
+    personal_data_fields = {"address": "masked_address", "error": "masked_error"}
     masked_address = masked_display("address", mask_address, "Address")
+    masked_error = masked_display("error", mask_personal_text, "Error")
 
     @admin.display(description="Run", ordering="run__number")
     def run_number(self, obj):

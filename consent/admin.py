@@ -21,7 +21,7 @@ from core.admin_site import (
     PersonalLookupGuardMixin,
     masked_display,
 )
-from core.masking import mask_address, mask_phone
+from core.masking import mask_address, mask_personal_text, mask_phone
 from core.phones import normalize_phone
 from reactivation.admin import CustomerSearchMixin
 
@@ -157,7 +157,8 @@ def address_search_q(term: str):
 class SuppressionAdmin(PersonalDataAdminMixin, ImportExportAdmin):
     resource_classes = [SuppressionResource]
     form = SuppressionForm
-    personal_data_fields = {"address": "masked_address"}
+    # A note may quote a provider's text or a person's words, addresses included.
+    personal_data_fields = {"address": "masked_address", "note": "masked_note"}
     list_display = ["address", "channel", "reason", "created_by", "created_at"]
     list_filter = ["channel", "reason"]
     list_select_related = ["created_by"]
@@ -167,6 +168,7 @@ class SuppressionAdmin(PersonalDataAdminMixin, ImportExportAdmin):
     ordering = ["-created_at"]
 
     masked_address = masked_display("address", mask_address, "address")
+    masked_note = masked_display("note", mask_personal_text, "note")
 
     def get_fields(self, request, obj=None):
         fields = ["channel", "address", "reason", "note"]
@@ -209,7 +211,8 @@ class OutcomeFilter(admin.SimpleListFilter):
 
 @admin.register(SmsReply)
 class SmsReplyAdmin(PersonalDataAdminMixin, admin.ModelAdmin):
-    personal_data_fields = {"sender": "masked_sender"}
+    # The text is what a person typed: it may give another number or an email address.
+    personal_data_fields = {"sender": "masked_sender", "text": "masked_text", "short_text": "masked_short_text"}
     list_display = ["received_at", "sender", "customer", "outcome", "short_text", "provider_id"]
     list_filter = [OutcomeFilter]
     list_select_related = ["customer"]
@@ -221,10 +224,15 @@ class SmsReplyAdmin(PersonalDataAdminMixin, admin.ModelAdmin):
     fields = ["sender", "text", "customer", "outcome", "provider_id", "received_at"]
 
     masked_sender = masked_display("sender", mask_phone, "sender")
+    masked_text = masked_display("text", mask_personal_text, "text")
 
     @admin.display(description="text")
     def short_text(self, reply):
         return reply.text if len(reply.text) <= 60 else reply.text[:59] + "…"
+
+    @admin.display(description="text")
+    def masked_short_text(self, reply):
+        return self.short_text(SmsReply(text=mask_personal_text(reply.text)))
 
     def get_readonly_fields(self, request, obj=None):
         # The message as received, and what it did to consent, is evidence; only which customer

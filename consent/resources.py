@@ -11,7 +11,7 @@ from import_export import fields
 from consent.models import Suppression
 from consent.services import normalize_address, suppression_add
 from core.exports import FlexibleDateTimeWidget, SafeModelResource
-from core.masking import can_view_personal_data, mask_address
+from core.masking import can_view_personal_data, mask_address, mask_personal_text
 
 SUPPRESSIBLE_CHANNELS = [value for value, _ in Suppression._meta.get_field("channel").choices]
 
@@ -71,3 +71,8 @@ class SuppressionResource(SafeModelResource):
         if can_view_personal_data(self.user):
             return suppression.address
         return mask_address(suppression.address)
+
+    def dehydrate_note(self, suppression):
+        if can_view_personal_data(self.user):
+            return suppression.note
+        return mask_personal_text(suppression.note)

@@ -14,6 +14,7 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from core.masking import mask_personal_text
 from core.phones import normalize_email, normalize_phone
 from core.time_bounds import time_bounds_problem, time_parse
 from consent.models import Action, Channel, ConsentEvent, ConsentState, Purpose, SmsReply, Source, Suppression
@@ -303,9 +304,11 @@ def email_bounce_record(*, address: str, permanent: bool, reason_text: str = "")
     if not permanent:
         logger.info("email_soft_bounce_ignored reason=%s", (reason_text or "")[:200])
         return None
+    # The provider's text usually quotes the address (and sometimes others): stored masked, as
+    # Marketers read suppression notes. The address itself is the suppression's own field.
     return suppression_add(
         channel=Channel.EMAIL, address=normalized, reason=Suppression.Reason.HARD_BOUNCE,
-        note=f"Hard bounce: {reason_text}"[:1000],
+        note=mask_personal_text(f"Hard bounce: {reason_text}"[:1000]),
     )
 
 
@@ -318,7 +321,7 @@ def email_complaint_record(*, address: str, evidence: dict | None = None, at: da
         raise ValidationError("A complaint needs the recipient's address.", code="email")
     suppression = suppression_add(
         channel=Channel.EMAIL, address=normalized, reason=Suppression.Reason.COMPLAINT,
-        note=str((evidence or {}).get("description") or "Spam complaint")[:1000],
+        note=mask_personal_text(str((evidence or {}).get("description") or "Spam complaint")[:1000]),
     )
     for customer in _customers_with_address(channel=Channel.EMAIL, address=normalized):
         consent_withdraw(customer=customer, channel=Channel.EMAIL, source=Source.COMPLAINT, evidence=evidence,

@@ -1,5 +1,7 @@
 """Masking of personal data for staff who lack ``reactivation.view_personal_data``."""
 
+import re
+
 PERSONAL_DATA_PERMISSION = "reactivation.view_personal_data"
 
 
@@ -39,3 +41,29 @@ def mask_address(value: str) -> str:
     if not value:
         return ""
     return mask_email(value) if "@" in value else mask_phone(value)
+
+
+# Free text from providers and people (a bounce's SMTP reply, an SMS a customer typed, a support
+# note) can carry addresses anywhere in it. ---------------------------------------------------
+_EMAIL_IN_TEXT = re.compile(r"[^\s<>\"'(),;:\[\]]+@[^\s<>\"'(),;:\[\]]+\.[^\s<>\"'(),;:\[\].]{2,}")
+# 7 to 15 digits, optionally after +, in groups separated by single spaces or dashes; a date
+# (2026-05-01) is left alone.
+_PHONE_IN_TEXT = re.compile(r"(?<![\w+])\+?\d(?:[ \-]?\d){6,14}(?!\w)")
+_DATE = re.compile(r"\d{4}-\d{1,2}-\d{1,2}")
+
+
+def mask_personal_text(value: str) -> str:
+    """Every email address and phone number inside ``value`` masked like ``mask_email`` and
+    ``mask_phone``; the rest of the text kept: ``smtp;550 5.1.1 <member8@example.net>`` ->
+    ``smtp;550 5.1.1 <m***@e***.net>``."""
+    if not value:
+        return value or ""
+    value = _EMAIL_IN_TEXT.sub(lambda match: mask_email(match.group()), value)
+
+    def phone(match):
+        text = match.group()
+        if _DATE.fullmatch(text):
+            return text
+        return mask_phone(re.sub(r"[ \-]", "", text))
+
+    return _PHONE_IN_TEXT.sub(phone, value)

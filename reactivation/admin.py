@@ -26,7 +26,7 @@ from core.admin_site import (
     masked_display,
 )
 from core.exports import audience_export_response, customers_export_response
-from core.masking import can_view_personal_data, mask_email, mask_phone
+from core.masking import can_view_personal_data, mask_email, mask_personal_text, mask_phone
 from core.phones import normalize_email, normalize_phone
 from reactivation.models import (
     Category,
@@ -201,8 +201,16 @@ class DormancyReasonInline(ReadOnlyInline):
     formset = RecentFormSet
     ordering = ["-recorded_at"]
     fields = ["recorded_at", "reason", "detail", "source"]
-    readonly_fields = fields
+    readonly_fields = [*fields, "masked_detail"]
     verbose_name_plural = f"Dormancy reasons (newest {INLINE_LIMIT})"
+
+    masked_detail = masked_display("detail", mask_personal_text, "detail")
+
+    def get_fields(self, request, obj=None):
+        # The detail is free text from support or a survey: it may quote an address.
+        if can_view_personal_data(request.user):
+            return self.fields
+        return [("masked_detail" if name == "detail" else name) for name in self.fields]
 
 
 class CustomerForm(forms.ModelForm):
@@ -391,7 +399,10 @@ class LifecycleTransitionAdmin(ReadOnlyAdminMixin, PersonalLookupGuardMixin, Cus
 
 
 @admin.register(DormancyReason)
-class DormancyReasonAdmin(PersonalLookupGuardMixin, CustomerSearchMixin, admin.ModelAdmin):
+class DormancyReasonAdmin(PersonalDataAdminMixin, CustomerSearchMixin, admin.ModelAdmin):
+    # The detail is free text from support or a survey: it may quote an address.
+    personal_data_fields = {"detail": "masked_detail"}
+    masked_detail = masked_display("detail", mask_personal_text, "detail")
     list_display = ["recorded_at", "customer", "reason", "detail", "source"]
     list_filter = ["reason", "source"]
     list_select_related = ["customer"]

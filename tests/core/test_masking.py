@@ -51,3 +51,20 @@ def test_only_staff_with_the_permission_or_superusers_can_view_personal_data():
     assert not can_view_personal_data(inactive)
     assert not can_view_personal_data(AnonymousUser())
     assert not can_view_personal_data(None)
+
+
+@pytest.mark.parametrize(
+    ("text", "masked"),
+    [
+        ("smtp;550 5.1.1 <member000008@example.net>: Recipient address rejected",
+         "smtp;550 5.1.1 <m***@e***.net>: Recipient address rejected"),
+        ("找我请打 +86 138 1234 5678 或 13900001111", "找我请打 +86*******5678 或 139****1111"),
+        ("mail Zhang.Wei+tag@mail.example.com.cn now", "mail Z***@m***.cn now"),
+        ("on 2026-05-01, order 12345, 5.1.1", "on 2026-05-01, order 12345, 5.1.1"),
+        ("", ""),
+    ],
+)
+def test_personal_data_inside_free_text_is_masked_and_the_rest_kept(text, masked):
+    from core.masking import mask_personal_text
+
+    assert mask_personal_text(text) == masked
