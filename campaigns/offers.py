@@ -298,15 +298,16 @@ def redemption_record(*, code: str, external_id: str, order_amount=None, order_r
         order_amount = Decimal(order_amount)
     try:
         with transaction.atomic():
+            # The customer first: "unknown customer" must not depend on whether the code exists.
+            customer = Customer.objects.filter(external_id=external_id).first()
+            if customer is None:
+                raise RedemptionRefused(RedeemRefusal.UNKNOWN_CUSTOMER)
             grant = (
                 OfferGrant.objects.select_for_update(of=("self",)).select_related("offer")
                 .filter(code=code_normalize(code)).first()
             )
             if grant is None:
                 raise RedemptionRefused(RedeemRefusal.UNKNOWN_CODE)
-            customer = Customer.objects.filter(external_id=external_id).first()
-            if customer is None:
-                raise RedemptionRefused(RedeemRefusal.UNKNOWN_CUSTOMER)
             ok, reason = grant_is_redeemable(
                 grant=grant, customer=customer, order_amount=order_amount, category=category, now=at
             )

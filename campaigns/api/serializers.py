@@ -61,7 +61,7 @@ class RedemptionSerializer(serializers.ModelSerializer):
 
 
 class RefusalSerializer(serializers.Serializer):
-    reason = serializers.CharField(help_text="unknown_code, unknown_customer, wrong_customer, already_redeemed, "
+    reason = serializers.CharField(help_text="unknown_code (also for another customer's code), unknown_customer, already_redeemed, "
                                    "once_per_customer_used, offer_inactive, not_yet_valid, expired, "
                                    "below_min_spend, wrong_category")
     detail = serializers.CharField()

@@ -25,7 +25,7 @@ from campaigns.api.serializers import (
 )
 from campaigns.inbox import inbox_for_customer, inbox_message_read, inbox_unread_count
 from campaigns.models import InboxMessage
-from campaigns.offers import RedemptionRefused, redemption_record
+from campaigns.offers import RedeemRefusal, RedemptionRefused, redemption_record
 from reactivation.models import ActivityEvent, Customer
 
 logger = logging.getLogger(__name__)
@@ -123,6 +123,10 @@ class RedemptionCreateView(ApiView):
         try:
             redemption = redemption_record(**serializer.validated_data, source="api")
         except RedemptionRefused as exc:
+            if exc.reason == RedeemRefusal.WRONG_CUSTOMER:
+                # Another customer's code answers like a code that does not exist: telling them
+                # apart would confirm to whoever tries codes that one is real.
+                exc = RedemptionRefused(RedeemRefusal.UNKNOWN_CODE)
             code = status.HTTP_409_CONFLICT if exc.is_conflict else status.HTTP_422_UNPROCESSABLE_ENTITY
             return Response({"reason": exc.reason, "detail": exc.message}, status=code)
         return Response(RedemptionSerializer(redemption).data, status=status.HTTP_201_CREATED)

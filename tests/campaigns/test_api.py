@@ -209,11 +209,26 @@ def test_redemption_refusals_are_422_with_the_reason(api, change, reason):
     assert not Redemption.objects.exists()
 
 
-def test_wrong_customer_is_422(api):
+def test_another_customers_code_answers_exactly_like_an_unknown_code(api):
+    # given a real code granted to someone else, and a code that does not exist
     grant = OfferGrantFactory()
-    response = api.post(reverse("api-redemptions"), {"code": grant.code, "external_id": CustomerFactory().external_id},
-                        format="json")
-    assert (response.status_code, response.json()["reason"]) == (422, "wrong_customer")
+    stranger = CustomerFactory()
+    # when a stranger tries each
+    someone_elses = api.post(reverse("api-redemptions"), {"code": grant.code, "external_id": stranger.external_id},
+                             format="json")
+    unknown = api.post(reverse("api-redemptions"), {"code": "ZZZZ-ZZZZ-ZZZZ", "external_id": stranger.external_id},
+                       format="json")
+    # then nothing tells them which one exists
+    assert (someone_elses.status_code, someone_elses.json()) == (unknown.status_code, unknown.json())
+    assert unknown.json()["reason"] == "unknown_code"
+    assert not Redemption.objects.exists()
+
+
+def test_an_unknown_customer_answers_the_same_whether_the_code_exists_or_not(api):
+    grant = OfferGrantFactory()
+    real = api.post(reverse("api-redemptions"), {"code": grant.code, "external_id": "nobody"}, format="json")
+    made_up = api.post(reverse("api-redemptions"), {"code": "ZZZZ-ZZZZ-ZZZZ", "external_id": "nobody"}, format="json")
+    assert (real.status_code, real.json()) == (made_up.status_code, made_up.json())
 
 
 @pytest.mark.parametrize(
