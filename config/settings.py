@@ -4,6 +4,7 @@ Embedded defaults need no server: a SQLite file and kombu's filesystem broker un
 With DEBUG off, insecure values stop the process with a message naming the variable.
 """
 
+from datetime import timedelta
 from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
@@ -66,6 +67,8 @@ INSTALLED_APPS = [
     "import_export",
     "rest_framework",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "axes",
     "anymail",
     "core",
     "reactivation",
@@ -82,6 +85,9 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "core.security_headers.SecurityHeadersMiddleware",
+    # Last, as django-axes requires: it answers a locked-out login attempt.
+    "axes.middleware.AxesMiddleware",
 ]
 
 if not DEBUG:
@@ -135,6 +141,19 @@ else:
     raise ImproperlyConfigured(f"CACHE_URL must be a redis:// URL or locmem:// (or unset); got {CACHE_URL!r}.")
 
 # Auth, i18n --------------------------------------------------------------------------------
+# Login throttling (django-axes): LOGIN_FAILURE_LIMIT wrong passwords for one account, or from
+# one IP address, lock that account or address out of the login form for LOGIN_LOCKOUT_MINUTES
+# (429), whatever the password; a successful login resets the count. The IP is REMOTE_ADDR:
+# behind a proxy, the proxy must set it (gunicorn --forwarded-allow-ips).
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 10, minimum=1)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("LOGIN_LOCKOUT_MINUTES", 15, minimum=1))
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_RESET_ON_SUCCESS = True
+AXES_VERBOSE = False
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -298,6 +317,10 @@ SPECTACULAR_SETTINGS = {
     "TITLE": "Win-back back office API",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # Swagger UI's files from this installation (drf-spectacular-sidecar), never from a CDN.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "core.api_schema.error_responses_add",
