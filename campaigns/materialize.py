@@ -50,7 +50,10 @@ MATERIALIZE_WORK_MEM_MB = 128
 MATERIALIZE_PARALLEL = 2
 MATERIALIZE_PARALLEL_MIN_CUSTOMERS = 100_000
 ADDRESS_FIELD = {Channel.EMAIL: "email", Channel.SMS: "phone"}
-IN_FLIGHT = (Delivery.Status.PENDING, Delivery.Status.SENDING, Delivery.Status.DEFERRED)
+# Deliveries that count towards caps and re-entry before they are sent: "unknown" ones too,
+# since the provider may have delivered them.
+IN_FLIGHT = (Delivery.Status.PENDING, Delivery.Status.CLAIMED, Delivery.Status.SENDING, Delivery.Status.DEFERRED,
+             Delivery.Status.UNKNOWN)
 
 # Holdout hash: (customer id + campaign salt) times the golden-ratio constant, modulo a prime,
 # scaled to 0-99 (times 100, divided by the prime). Scaling, not "% 100": the product's low

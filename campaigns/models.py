@@ -395,8 +395,15 @@ class CampaignRun(models.Model):
     deferred_quiet = models.PositiveIntegerField(default=0)
     holdout = models.PositiveIntegerField(default=0)
     failed = models.PositiveIntegerField(default=0)
+    # Handed to the provider by a worker that stopped before recording the answer: maybe
+    # delivered, never re-sent without an operator's decision (see Delivery.Status.UNKNOWN).
+    unknown = models.PositiveIntegerField(default=0)
     offers_granted = models.PositiveIntegerField(default=0)
     sent_without_offer = models.PositiveIntegerField(default=0)
+    # The last sign that someone works on this run: chunks queued for it, or a worker claiming
+    # its deliveries. The sweeper re-dispatches a sending run whose pending deliveries nobody
+    # has touched for a lease (campaigns.services.runs_sweep).
+    active_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["campaign", "number"], name="run_unique_number")]
@@ -410,11 +417,18 @@ class Delivery(models.Model):
     class Status(models.TextChoices):
         PENDING = "pending", "Pending"
         DEFERRED = "deferred", "Deferred (quiet hours)"
+        # Taken by a worker (consent checked), not yet handed to the provider: a worker that
+        # stops leaves it safe to send again.
+        CLAIMED = "claimed", "Claimed"
+        # Handed to the provider, answer not yet recorded.
         SENDING = "sending", "Sending"
         SENT = "sent", "Sent"
         FAILED = "failed", "Failed"
         SKIPPED = "skipped", "Skipped"
         HOLDOUT = "holdout", "Holdout"
+        # Was "sending" when its worker stopped: the provider may have accepted it. Final until
+        # an operator re-sends it (campaigns.services.deliveries_resend_unknown).
+        UNKNOWN = "unknown", "Outcome unknown"
 
     class SkipReason(models.TextChoices):
         CONSENT = "consent", "No consent on any allowed channel"
@@ -451,14 +465,23 @@ class Delivery(models.Model):
     attempts = models.PositiveSmallIntegerField(default=0)
     provider_id = models.CharField(max_length=200, blank=True)
     error = models.TextField(blank=True)
+    # What an operator needs to explain this delivery later (an unknown outcome, a re-send):
+    # appended to, never cleared, whatever happens to the delivery afterwards. A database
+    # default, because materialization writes deliveries with a raw INSERT.
+    note = models.TextField(blank=True, db_default="")
     created_at = models.DateTimeField(default=timezone.now)
+    # When the current holder took it (claimed) or handed it to the provider (sending): the
+    # holder's lease, renewed while it works, and its token: every later write of that holder
+    # is conditional on this value, so a holder whose lease ran out changes nothing.
     claimed_at = models.DateTimeField(null=True, blank=True)
     sent_at = models.DateTimeField(null=True, blank=True)
+    unknown_at = models.DateTimeField(null=True, blank=True, help_text="When the outcome was found unknown.")
     opened_at = models.DateTimeField(null=True, blank=True)
     clicked_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         verbose_name_plural = "deliveries"
+        permissions = [("resend_delivery", "Can re-send a delivery whose outcome is unknown")]
         constraints = [
             models.UniqueConstraint(fields=["campaign", "run", "customer"], name="delivery_unique_per_run"),
         ]
@@ -473,6 +496,10 @@ class Delivery(models.Model):
             models.Index(
                 fields=["not_before"], condition=models.Q(status__in=["pending", "deferred"]) & models.Q(not_before__isnull=False),
                 name="delivery_due_idx",
+            ),
+            # The sweeper's lookup of holders whose lease ran out: a handful of rows at any time.
+            models.Index(
+                fields=["claimed_at"], condition=models.Q(status__in=["claimed", "sending"]), name="delivery_held_idx",
             ),
         ]
 

@@ -10,6 +10,12 @@ statement (``campaigns.materialize``); sending happens in chunks on the per-chan
 ``campaigns.dispatch_due`` beat task rather than by long countdowns, which a Redis broker would
 redeliver after its visibility timeout.
 
+The delivery rows are the queue; a Celery message only wakes a worker up. A lost message (a
+broker that restarted empty, a worker killed with the message it held) delays work but never
+strands it: the per-minute ``campaigns.sweep`` task (``runs_sweep``) recovers what dead workers
+held and dispatches again the runs nobody has worked on for a lease. A duplicated message is
+harmless: every claim is conditional.
+
 Cancelling a run only flips its status (claims then take nothing of it); its pending and
 deferred deliveries are closed afterwards, in batches, by the ``run_close_cancelled`` task.
 """
@@ -17,7 +23,7 @@ deferred deliveries are closed afterwards, in batches, by the ``run_close_cancel
 import json
 import logging
 from collections import Counter
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.core.cache import cache
@@ -34,9 +40,13 @@ logger = logging.getLogger(__name__)
 
 LAUNCH_TASK = "campaigns.launch_scheduled"
 ACTIVE_RUN_STATUSES = (CampaignRun.Status.MATERIALIZING, CampaignRun.Status.SENDING)
-UNFINISHED_DELIVERY_STATUSES = (Delivery.Status.PENDING, Delivery.Status.SENDING, Delivery.Status.DEFERRED)
-# What a cancelled run closes. Not ``sending``: a worker is sending it and records the outcome
-# (a retry it schedules instead is closed when due, by deliveries_close_cancelled_due).
+# What keeps a run from being done. ``unknown`` does not: it waits for an operator, not a worker.
+UNFINISHED_DELIVERY_STATUSES = (Delivery.Status.PENDING, Delivery.Status.CLAIMED, Delivery.Status.SENDING,
+                                Delivery.Status.DEFERRED)
+# What a cancelled run closes. Not ``claimed`` or ``sending``: a worker holds it; its hand-over
+# skips it (campaign cancelled) or it records the outcome (a retry it schedules instead is closed
+# when due, by deliveries_close_cancelled_due; a claim whose worker died is released by the sweeper
+# and closed by it).
 CLOSABLE_DELIVERY_STATUSES = (Delivery.Status.PENDING, Delivery.Status.DEFERRED)
 DUE_BATCH = 50_000
 # Rows per UPDATE when closing a cancelled run: each batch is its own short transaction, so a
@@ -50,7 +60,7 @@ COUNTERS_EVERY_SECONDS = 2
 COUNTER_FIELDS = [
     "targeted", "sent", "skipped_consent", "skipped_suppressed", "skipped_cap", "skipped_reentry", "skipped_budget",
     "skipped_no_address", "skipped_channel_off", "skipped_cancelled", "deferred_quiet", "holdout", "failed",
-    "offers_granted", "sent_without_offer",
+    "unknown", "offers_granted", "sent_without_offer",
 ]
 
 
@@ -68,6 +78,7 @@ def _counters_from(groups: Counter) -> dict:
         "targeted": sum(groups.values()),
         "sent": by_status[Delivery.Status.SENT],
         "failed": by_status[Delivery.Status.FAILED],
+        "unknown": by_status[Delivery.Status.UNKNOWN],
         "holdout": by_status[Delivery.Status.HOLDOUT],
         "deferred_quiet": by_status[Delivery.Status.DEFERRED],
     }
@@ -98,13 +109,14 @@ def run_progress(*, run: CampaignRun) -> dict:
     by_status = Counter()
     for (status, _reason), n in groups.items():
         by_status[status] += n
-    waiting = by_status[Delivery.Status.PENDING] + by_status[Delivery.Status.SENDING]
+    waiting = by_status[Delivery.Status.PENDING] + by_status[Delivery.Status.CLAIMED] + by_status[Delivery.Status.SENDING]
     total = values["targeted"]
     return {
         "id": run.pk, "number": run.number, "status": run.status, "status_display": run.get_status_display(),
         "started_at": run.started_at.isoformat() if run.started_at else None,
         "finished_at": run.finished_at.isoformat() if run.finished_at else None,
-        "pending": by_status[Delivery.Status.PENDING], "sending": by_status[Delivery.Status.SENDING],
+        "pending": by_status[Delivery.Status.PENDING],
+        "sending": by_status[Delivery.Status.CLAIMED] + by_status[Delivery.Status.SENDING],
         "percent_done": round(100 * (total - waiting - values["deferred_quiet"]) / total, 1) if total else 0.0,
         **values,
     }
@@ -117,7 +129,8 @@ def summary_line(run: CampaignRun) -> str:
     return (
         f"targeted={run.targeted} sent={run.sent} skipped_consent={skipped_consent} "
         f"skipped_suppressed={run.skipped_suppressed} skipped_cap={run.skipped_cap} "
-        f"skipped_reentry={run.skipped_reentry} deferred_quiet={run.deferred_quiet} failed={run.failed}"
+        f"skipped_reentry={run.skipped_reentry} deferred_quiet={run.deferred_quiet} failed={run.failed} "
+        f"unknown={run.unknown}"
     )
 
 
@@ -144,7 +157,12 @@ def runs_after_chunk(*, run_ids, force: bool = False) -> None:
     """After a chunk: refresh counters at most every COUNTERS_EVERY_SECONDS per run (a grouped
     count over a million rows is not free), and finish runs with nothing left."""
     for run in CampaignRun.objects.filter(pk__in=list(run_ids)).select_related("campaign"):
-        if force or cache.add(f"campaigns:counters:{run.pk}", 1, timeout=COUNTERS_EVERY_SECONDS):
+        try:
+            due = force or cache.add(f"campaigns:counters:{run.pk}", 1, timeout=COUNTERS_EVERY_SECONDS)
+        except Exception:  # noqa: BLE001 - the cache down costs a recount, never the run's end
+            logger.warning("runs_after_chunk_cache_unavailable run=%s", run.pk, exc_info=True)
+            due = True
+        if due:
             run_refresh_counters(run=run)
         run_finish_if_done(run=run)
 
@@ -189,19 +207,23 @@ def chunk_send(*, delivery_ids: list[int], channel: str, transport=None, force_c
     return result
 
 
-def run_dispatch(*, run: CampaignRun, sync: bool = False, transports: dict | None = None) -> int:
+def run_dispatch(*, run: CampaignRun, sync: bool = False, transports: dict | None = None,
+                 now: datetime | None = None) -> int:
     """Send the run's due pending deliveries: queued in chunks per channel, or (sync) here.
 
     Returns the number of chunks. In sync mode every chunk is sent in this process before the
-    function returns; retries due later are left to ``dispatch_due``.
+    function returns; retries due later are left to ``dispatch_due``. Queuing marks the run
+    active (``active_at``), so the sweeper leaves it to these chunks for a lease.
     """
+    now = now or timezone.now()
     rows = (
         Delivery.objects.filter(run=run, status=Delivery.Status.PENDING)
-        .filter(Q(not_before__isnull=True) | Q(not_before__lte=timezone.now()))
+        .filter(Q(not_before__isnull=True) | Q(not_before__lte=now))
         .order_by("pk").values_list("pk", "channel")
     )
     if not sync:
         with transaction.atomic():
+            CampaignRun.objects.filter(pk=run.pk).update(active_at=now)
             return chunks_enqueue(chunks=_chunks_by_channel(rows.iterator(chunk_size=10_000)))
     chunks = list(_chunks_by_channel(rows))
     for channel, ids in chunks:
@@ -217,6 +239,7 @@ def run_execute(*, run: CampaignRun, now: datetime | None = None, sync: bool = F
 
     run = CampaignRun.objects.select_related("campaign", "campaign__segment").get(pk=run.pk)
     if run.status == CampaignRun.Status.MATERIALIZING:
+        CampaignRun.objects.filter(pk=run.pk).update(active_at=timezone.now())
         try:
             run_materialize(run=run, now=now)
         except Exception as exc:
@@ -262,7 +285,8 @@ def campaign_launch(*, campaign: Campaign, now: datetime | None = None, trigger:
         if campaign.runs.filter(status__in=ACTIVE_RUN_STATUSES).exists():
             raise ValidationError("A run of this campaign is still in progress.")
         number = (campaign.runs.aggregate(n=Max("number"))["n"] or 0) + 1
-        run = CampaignRun.objects.create(campaign=campaign, number=number, trigger=trigger, started_at=now)
+        run = CampaignRun.objects.create(campaign=campaign, number=number, trigger=trigger, started_at=now,
+                                         active_at=timezone.now())
         if not (campaign.status == Campaign.Status.SCHEDULED and campaign.schedule_kind == Campaign.ScheduleKind.RECURRING):
             campaign.status = Campaign.Status.RUNNING
             campaign.save(update_fields=["status", "updated_at"])
@@ -483,16 +507,13 @@ def deliveries_close_cancelled_due(*, now: datetime | None = None, limit: int = 
 
 def deliveries_dispatch_due(*, now: datetime | None = None, limit: int = DUE_BATCH) -> int:
     """Beat, every minute: queue deliveries whose time has come (quiet hours over, retry
-    backoff elapsed), release claims of dead workers and close what is due of cancelled runs.
-    Returns the number of deliveries queued.
+    backoff elapsed) and close what is due of cancelled runs. Returns the number of deliveries
+    queued.
 
     Safe to run concurrently: rows are taken with SKIP LOCKED on PostgreSQL and each claim is
     conditional anyway.
     """
-    from campaigns.sending import deliveries_release_stale
-
     now = now or timezone.now()
-    deliveries_release_stale(now=now)
     deliveries_close_cancelled_due(now=now)
     with transaction.atomic():
         due = (
@@ -502,11 +523,166 @@ def deliveries_dispatch_due(*, now: datetime | None = None, limit: int = DUE_BAT
         )
         if connection.features.has_select_for_update_skip_locked:
             due = due.select_for_update(skip_locked=True, of=("self",))
-        rows = list(due.values_list("pk", "channel")[:limit])
+        rows = list(due.values_list("pk", "channel", "run_id")[:limit])
         if not rows:
             return 0
-        Delivery.objects.filter(pk__in=[pk for pk, _ in rows]).update(status=Delivery.Status.PENDING, not_before=None)
-        rows.sort()
+        Delivery.objects.filter(pk__in=[pk for pk, _, _ in rows]).update(status=Delivery.Status.PENDING, not_before=None)
+        CampaignRun.objects.filter(pk__in={run_id for _, _, run_id in rows}).update(active_at=now)
+        rows = sorted((pk, channel) for pk, channel, _ in rows)
         chunks_enqueue(chunks=_chunks_by_channel(rows))
     logger.info("dispatch_due queued=%d", len(rows))
     return len(rows)
+
+
+# Sweeping: what a lost message or a dead worker left behind ------------------------------------
+
+# A materialization is one statement (about 15 s for a million recipients): a run still
+# "materializing" this many leases after its last sign of life lost its run_execute message.
+MATERIALIZING_QUIET_LEASES = 10
+# A sending run waits this many leases for its channel's queue to drain before it is dispatched
+# again anyway (a queue that never empties must not strand it for ever).
+BUSY_QUEUE_LEASES = 10
+# How far back the sweeper looks for cancelled runs whose closing task was lost.
+CANCELLED_LOOKBACK = timedelta(days=7)
+
+
+def broker_queue_length(*, queue: str) -> int | None:
+    """Messages waiting in ``queue`` (not those a worker holds); None when the broker cannot say."""
+    from celery import current_app
+
+    try:
+        with current_app.connection_for_read() as conn:
+            return conn.default_channel.queue_declare(queue=queue, passive=True).message_count
+    except Exception as exc:  # noqa: BLE001 - a missing queue is an empty one; anything else: unknown
+        if "NOT_FOUND" in str(exc) or "no queue" in str(exc).lower():
+            return 0
+        logger.warning("broker_queue_length_unavailable queue=%s error=%s", queue, exc)
+        return None
+
+
+def _queues_busy(run: CampaignRun) -> bool:
+    """Whether a queue the run's chunks go to still has messages waiting: they may be its own,
+    held up behind other runs' chunks, and will reach a worker without help."""
+    for channel in run.campaign.channels or []:
+        queue = channel if channel in Channel.values else settings.CELERY_TASK_DEFAULT_QUEUE
+        if broker_queue_length(queue=queue):
+            return True
+    return False
+
+
+def runs_sweep(*, now: datetime | None = None) -> dict:
+    """Beat, every minute: make every run reach a final state whatever message was lost or
+    worker killed. Returns what it did, by kind.
+
+    1. ``deliveries_recover_abandoned``: claims whose holder stopped renewing its lease go back
+       to pending; hand-overs without a recorded answer become ``unknown``;
+    2. a sending run with nothing left to send is finished (its last chunk's worker may have
+       died before finishing it);
+    3. a sending run with due pending deliveries that nobody has dispatched or worked on for a
+       lease (``CampaignRun.active_at``) is dispatched again, unless a queue of its channels
+       still has messages waiting (for at most ``BUSY_QUEUE_LEASES`` leases);
+    4. a run still materializing ``MATERIALIZING_QUIET_LEASES`` leases after its last sign of
+       life gets a new ``run_execute`` message (materializing is idempotent);
+    5. a cancelled run with deliveries still open a lease after the cancel gets a new
+       ``run_close_cancelled`` message.
+
+    Dispatching twice is harmless (claims are conditional), so the rules only keep the queues
+    from filling with duplicates; none of them is needed for correctness.
+    """
+    from campaigns.sending import deliveries_recover_abandoned, lease
+    from campaigns.tasks import run_close_cancelled as run_close_cancelled_task
+    from campaigns.tasks import run_execute as run_execute_task
+
+    now = now or timezone.now()
+    quiet = now - lease()
+    recovered = deliveries_recover_abandoned(now=now)
+    done = {"released": recovered["released"], "failed": recovered["failed"], "unknown": recovered["unknown"],
+            "finished": 0, "dispatched": 0, "rematerialized": 0, "closing": 0}
+    stale = Q(active_at__isnull=True) | Q(active_at__lt=quiet)
+
+    for run in CampaignRun.objects.filter(status=CampaignRun.Status.SENDING).select_related("campaign"):
+        if run.pk in recovered["run_ids"]:
+            run_refresh_counters(run=run)
+        if run_finish_if_done(run=run, now=now):
+            done["finished"] += 1
+            continue
+        if run.active_at is not None and run.active_at >= quiet:
+            continue  # dispatched or worked on within a lease
+        due = Delivery.objects.filter(run=run, status=Delivery.Status.PENDING).filter(
+            Q(not_before__isnull=True) | Q(not_before__lte=now))
+        if not due.exists():
+            continue  # deferred or held by a live worker: dispatch_due or the lease moves it
+        waited_long = run.active_at is None or run.active_at < now - BUSY_QUEUE_LEASES * lease()
+        if not waited_long and _queues_busy(run):
+            continue
+        chunks = run_dispatch(run=run, now=now)
+        done["dispatched"] += 1
+        logger.warning("runs_sweep_dispatched run=%s chunks=%d idle_since=%s", run.pk, chunks, run.active_at)
+
+    materializing_quiet = now - MATERIALIZING_QUIET_LEASES * lease()
+    for run_id in CampaignRun.objects.filter(status=CampaignRun.Status.MATERIALIZING).filter(
+            Q(active_at__isnull=True, started_at__lt=materializing_quiet) | Q(active_at__lt=materializing_quiet)
+    ).values_list("pk", flat=True):
+        with transaction.atomic():
+            CampaignRun.objects.filter(pk=run_id).update(active_at=now)
+            run_execute_task.delay_on_commit(run_id)
+        done["rematerialized"] += 1
+        logger.warning("runs_sweep_rematerialize run=%s", run_id)
+
+    for run_id in CampaignRun.objects.filter(status=CampaignRun.Status.CANCELLED, finished_at__lt=quiet,
+                                             finished_at__gte=now - CANCELLED_LOOKBACK).filter(stale) \
+            .values_list("pk", flat=True):
+        if not Delivery.objects.filter(run_id=run_id, status__in=CLOSABLE_DELIVERY_STATUSES, not_before__isnull=True).exists():
+            continue
+        with transaction.atomic():
+            CampaignRun.objects.filter(pk=run_id).update(active_at=now)
+            run_close_cancelled_task.delay_on_commit(run_id)
+        done["closing"] += 1
+        logger.warning("runs_sweep_close_cancelled run=%s", run_id)
+
+    if any(done.values()):
+        logger.info("runs_sweep %s", " ".join(f"{k}={v}" for k, v in done.items()))
+    return done
+
+
+# Unknown outcomes -----------------------------------------------------------------------------
+
+RESEND_NOTE = ("Re-sent by {by} at {now:%Y-%m-%d %H:%M:%S %Z}: an operator chose to send again a message whose "
+               "outcome was unknown; the customer may receive it twice.")
+
+
+def deliveries_resend_unknown(*, deliveries, by: str, now: datetime | None = None) -> int:
+    """Send again the deliveries of ``deliveries`` whose outcome is unknown: the operator's
+    decision, after checking with the provider (its logs, the Message-ID) that they did not go
+    out, or accepting a possible duplicate. Returns how many were put back.
+
+    Each goes back to ``pending`` (consent and suppression are checked again when it is
+    claimed and handed over), with the operator and time appended to its note; a done run
+    becomes ``sending`` again and is dispatched. Deliveries of cancelled or failed runs stay
+    as they are; those of a paused run go out when it resumes.
+    """
+    now = now or timezone.now()
+    with transaction.atomic():
+        rows = list(
+            deliveries.filter(status=Delivery.Status.UNKNOWN)
+            .exclude(run__status__in=(CampaignRun.Status.CANCELLED, CampaignRun.Status.FAILED))
+            .values_list("pk", "run_id")
+        )
+        if not rows:
+            return 0
+        from campaigns.sending import note_appended
+
+        # claimed_at cleared: the worker that handed it over can no longer record an answer on it.
+        resent = Delivery.objects.filter(pk__in=[pk for pk, _ in rows], status=Delivery.Status.UNKNOWN).update(
+            status=Delivery.Status.PENDING, not_before=None, claimed_at=None,
+            note=note_appended(RESEND_NOTE.format(by=by, now=now)),
+        )
+        run_ids = {run_id for _, run_id in rows}
+        CampaignRun.objects.filter(pk__in=run_ids, status=CampaignRun.Status.DONE).update(
+            status=CampaignRun.Status.SENDING, finished_at=None)
+        for run in CampaignRun.objects.filter(pk__in=run_ids).select_related("campaign"):
+            run_refresh_counters(run=run)
+            if run.status == CampaignRun.Status.SENDING:
+                run_dispatch(run=run)
+    logger.warning("deliveries_resend_unknown count=%d by=%s runs=%s", resent, by, sorted(run_ids))
+    return resent

@@ -1,10 +1,11 @@
 """Celery tasks of the campaign pipeline: thin, idempotent, each a call to a service.
 
-Queues: ``run_execute``, ``run_close_cancelled`` and ``dispatch_due`` on ``default``
+Queues: ``run_execute``, ``run_close_cancelled``, ``dispatch_due`` and ``sweep`` on ``default``
 (CELERY_TASK_DEFAULT_QUEUE: no route needed); ``send_chunk`` on the channel's queue (``email``,
-``sms``, ``in_app``), chosen when the chunk is queued. acks_late (settings):
-a chunk of a killed worker is redelivered and redone; deliveries already sent are not claimed
-again, so nothing goes out twice.
+``sms``, ``in_app``), chosen when the chunk is queued. acks_late (settings): a chunk of a killed
+worker is redelivered and redone. None of them has to arrive: a lost message only delays work,
+which ``sweep`` finds again in the delivery rows; and none does harm twice: deliveries already
+sent, held or of unknown outcome are not claimed again.
 """
 
 import logging
@@ -54,6 +55,12 @@ def send_chunk(delivery_ids: list[int], channel: str) -> dict:
 def dispatch_due() -> int:
     """Beat, every minute: deferred (quiet hours) and retried deliveries that are due."""
     return services.deliveries_dispatch_due()
+
+
+@shared_task(name="campaigns.sweep", ignore_result=True)
+def sweep() -> dict:
+    """Beat, every minute: what dead workers held and lost messages stranded (services.runs_sweep)."""
+    return services.runs_sweep()
 
 
 @shared_task(name="campaigns.launch_scheduled", ignore_result=True)

@@ -39,14 +39,30 @@ PERIODIC_TASKS: list[dict] = [
         "crontab": {"minute": "15", "hour": "3"},
         "expire_seconds": 6 * 60 * 60,
     },
-    # Every minute: send deliveries whose quiet-hours deferral or retry back-off has ended, and
-    # return claims abandoned by a dead worker to the queue.
+    # Every minute: send deliveries whose quiet-hours deferral or retry back-off has ended.
     {
         "name": "system: dispatch due deliveries",
         "task": "campaigns.dispatch_due",
         "crontab": {"minute": "*"},
         "queue": "default",
         "expire_seconds": 55,
+    },
+    # Every minute: recover what dead workers held and re-dispatch runs whose chunk messages were lost.
+    {
+        "name": "system: sweep stranded deliveries",
+        "task": "campaigns.sweep",
+        "crontab": {"minute": "*"},
+        "queue": "default",
+        "expire_seconds": 55,
+    },
+    # Every hour at minute 25: delete uploads nobody confirmed within IMPORT_DRAFT_HOURS (import
+    # drafts and django-import-export previews; they hold personal data).
+    {
+        "name": "system: expire import drafts",
+        "task": "reactivation.import_drafts_expire",
+        "crontab": {"minute": "25", "hour": "*"},
+        "queue": "default",
+        "expire_seconds": 55 * 60,
     },
     # Every 5 minutes: record SMS replies (TD, 退订, STOP, START...) from providers that only offer
     # polling, so opt-outs are honoured even without a webhook.

@@ -87,20 +87,57 @@ class Transport:
     def send_many(self, messages: list[OutboundMessage], *, before_each=None) -> list:
         """Send several; returns, per message and in order, the provider id or the exception.
 
-        ``before_each()`` is called before each message (the pipeline's rate limiter). A
-        ``TransportError`` or any other exception is returned in the message's place, never
-        raised, so one bad message does not lose the outcome of the others. Transports may
-        override this to send concurrently (email: several SMTP sessions).
+        ``before_each()``, when given, is called before each message. A ``TransportError`` or
+        any other exception, of ``send`` or of ``before_each``, is returned in the message's
+        place, never raised, so one failure does not lose the outcome of the messages already
+        sent. Transports may override this to send concurrently (email: several SMTP sessions).
+        The pipeline hands over a small group at a time and takes its rate-limit permits before
+        (``campaigns.sending``), so it passes no ``before_each``.
         """
         results = []
         for message in messages:
-            if before_each is not None:
-                before_each()
             try:
+                if before_each is not None:
+                    before_each()
                 results.append(self.send(message))
             except Exception as exc:  # noqa: BLE001 - the pipeline decides (TransportError or a bug: retried)
                 results.append(exc)
         return results
 
+    def start_many(self, messages: list[OutboundMessage], *, before_each=None) -> "Sending":
+        """Start sending several; ``.wait()`` on the result returns what ``send_many`` would.
+
+        A transport that sends concurrently (email: several SMTP sessions) returns at once, so
+        the caller can prepare the next messages while these go out; this default sends them
+        before returning (``Sending.done()`` is then True).
+        """
+        return Sending(self.send_many(messages, before_each=before_each))
+
     def send_test(self, *, to: str, message) -> str:
         raise NotImplementedError
+
+
+class Sending:
+    """Messages being sent: ``wait()`` returns, in order, each one's provider id or exception.
+
+    Built from results already known, or from one ``concurrent.futures.Future`` per message
+    (whose function returns the id or the exception, never raises).
+    """
+
+    def __init__(self, results: list | None = None, *, futures: list | None = None):
+        self._results = results
+        self._futures = futures
+
+    def done(self) -> bool:
+        return self._results is not None or all(future.done() for future in self._futures)
+
+    def wait(self, timeout: float | None = None) -> list:
+        """The results; raises ``TimeoutError`` when they are not all in within ``timeout``."""
+        if self._results is None:
+            from concurrent.futures import wait
+
+            _, not_done = wait(self._futures, timeout=timeout)
+            if not_done:
+                raise TimeoutError(f"{len(not_done)} of {len(self._futures)} messages still being sent")
+            self._results = [future.result() for future in self._futures]
+        return self._results

@@ -26,6 +26,7 @@ as usual: those write or sign their own bytes.
 
 import functools
 import logging
+import queue
 import re
 import secrets
 import smtplib
@@ -45,7 +46,7 @@ from django.core.mail import BadHeaderError, EmailMultiAlternatives, get_connect
 from django.core.mail.backends.smtp import EmailBackend as SmtpBackend
 from django.core.mail.message import forbid_multi_line_headers, sanitize_address
 
-from campaigns.channels.base import OutboundMessage, Transport, TransportError
+from campaigns.channels.base import OutboundMessage, Sending, Transport, TransportError
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +79,11 @@ def brand_from_email(brand) -> str:
     # formataddr encodes a non-ASCII name (RFC 2047) and quotes one with specials (a comma);
     # Django's sanitize_address also turns an internationalized domain into punycode.
     return formataddr((name, address)) if address.isascii() else sanitize_address((name, address), "utf-8")
+
+
+# A batch this big opens the extra SMTP sessions (EMAIL_SEND_CONCURRENCY); a smaller one, while
+# none is open, goes over the transport's own session.
+LANES_FROM = 8
 
 
 def send_concurrency() -> int:
@@ -367,7 +373,8 @@ class EmailTransport(Transport):
         self._concurrency = 1 if connection is not None else (concurrency or send_concurrency())
         self._lanes: list[EmailTransport] = []  # the extra sessions, opened on the first big batch
         self._envelope_from = None  # DEFAULT_FROM_EMAIL as the SMTP envelope wants it, once
-        self._pool = None
+        self._pool = None  # one thread per session, once the extra sessions are open
+        self._free = None  # the sessions no thread is using
 
     @property
     def connection(self):
@@ -474,29 +481,44 @@ class EmailTransport(Transport):
 
     def send_many(self, messages, *, before_each=None) -> list:
         """Send a batch over several sessions at once; results in the order of ``messages``."""
-        lanes = min(self._concurrency, len(messages) // 8 + 1)  # a handful of messages: one session
-        if lanes <= 1 or not self._batch:
-            return super().send_many(messages, before_each=before_each)
-        while len(self._lanes) < lanes - 1:
-            lane = EmailTransport(concurrency=1)
-            try:
-                lane.open()
-            except TransportError:
-                break  # fewer sessions than hoped: the open ones carry the batch
-            self._lanes.append(lane)
-        workers = [self, *self._lanes]
-        if self._pool is None or self._pool._max_workers < len(workers):
-            if self._pool is not None:
-                self._pool.shutdown(wait=True)
-            self._pool = ThreadPoolExecutor(max_workers=len(workers), thread_name_prefix="smtp")
-        # Round-robin slices: each session sends every len(workers)-th message.
-        slices = [messages[index::len(workers)] for index in range(len(workers))]
-        futures = [self._pool.submit(Transport.send_many, worker, part, before_each=before_each)
-                   for worker, part in zip(workers, slices)]
-        results = [None] * len(messages)
-        for index, future in enumerate(futures):
-            results[index::len(workers)] = future.result()
-        return results
+        return self.start_many(messages, before_each=before_each).wait()
+
+    def start_many(self, messages, *, before_each=None) -> Sending:
+        """Start sending ``messages`` over the open sessions; ``.wait()`` returns the results in order.
+
+        Each message goes to the next free session, one thread per session: a batch started while
+        an earlier one is still going out queues behind it, and no session waits for the slowest
+        one of a batch. The extra sessions open with the first batch of ``LANES_FROM`` messages or
+        more (a handful of messages takes one session); from then on every message goes through
+        them, since the transport's own session is one of them.
+        """
+        if not self._batch or (self._pool is None and (self._concurrency <= 1 or len(messages) < LANES_FROM)):
+            return Sending(Transport.send_many(self, messages, before_each=before_each))
+        if self._pool is None:
+            while len(self._lanes) < self._concurrency - 1:
+                lane = EmailTransport(concurrency=1)
+                try:
+                    lane.open()
+                except TransportError:
+                    break  # fewer sessions than hoped: the open ones carry the batch
+                self._lanes.append(lane)
+            self._free = queue.SimpleQueue()
+            for session in (self, *self._lanes):
+                self._free.put(session)
+            self._pool = ThreadPoolExecutor(max_workers=len(self._lanes) + 1, thread_name_prefix="smtp")
+        return Sending(futures=[self._pool.submit(self._send_on_a_free_session, message, before_each)
+                                for message in messages])
+
+    def _send_on_a_free_session(self, message, before_each):
+        session = self._free.get()  # one per pool thread: never waits
+        try:
+            if before_each is not None:
+                before_each()
+            return EmailTransport.send(session, message)
+        except Exception as exc:  # noqa: BLE001 - returned in the message's place, as Transport.send_many does
+            return exc
+        finally:
+            self._free.put(session)
 
     def _reset(self) -> None:
         # A session that saw an error may be mid-transaction or dead: start a clean one for the

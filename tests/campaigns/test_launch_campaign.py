@@ -31,7 +31,8 @@ def test_sync_launch_by_name_sends_and_prints_the_summary_line():
     output = launch("Spring win-back", "--sync")
 
     assert output == (
-        "targeted=3 sent=1 skipped_consent=2 skipped_suppressed=0 skipped_cap=0 skipped_reentry=0 deferred_quiet=0 failed=0"
+        "targeted=3 sent=1 skipped_consent=2 skipped_suppressed=0 skipped_cap=0 skipped_reentry=0 deferred_quiet=0 failed=0 "
+        "unknown=0"
     )
     assert [m.to[0].split("<")[-1].rstrip(">") for m in mail.outbox] == [sent.email]
     assert Campaign.objects.get(pk=campaign.pk).status == "completed"

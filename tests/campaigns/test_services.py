@@ -338,3 +338,202 @@ def test_a_run_cancelled_while_materializing_closes_what_the_materialization_wro
     assert run.status == "cancelled"
     assert set(Delivery.objects.filter(run=run).values_list("status", "skip_reason")) == {("skipped", "cancelled")}
     assert (run.targeted, run.skipped_cancelled) == (3, 3)
+
+
+# The sweeper: nothing stranded whatever message was lost or worker killed ---------------------
+
+
+@pytest.fixture
+def queued(monkeypatch):
+    """Chunk messages the code queues (after commit), instead of a broker; queues start empty."""
+    chunks = []
+    monkeypatch.setattr("campaigns.tasks.send_chunk.apply_async",
+                        lambda args, queue: chunks.append((queue, sorted(args[0]))))
+    monkeypatch.setattr(services, "broker_queue_length", lambda *, queue: 0)
+    return chunks
+
+
+def sending_run(n=3, **campaign_fields):
+    from campaigns.materialize import run_materialize
+
+    customers_with_consent(n)
+    run = services.campaign_launch(campaign=campaign_for(**campaign_fields))
+    run_materialize(run=run)
+    return run
+
+
+def test_the_sweep_recovers_a_dead_workers_claims_and_counts_what_it_had_handed_over(
+        settings, queued, django_capture_on_commit_callbacks):
+    from collections import Counter
+
+    from campaigns.sending import deliveries_claim, deliveries_hand_over
+
+    # given: a worker claimed two deliveries, handed one to the provider, and died
+    settings.CAMPAIGN_LEASE_SECONDS = 60
+    run = sending_run(3)
+    ids = sorted(Delivery.objects.filter(run=run).values_list("pk", flat=True))
+    claimed = deliveries_claim(delivery_ids=ids[:2])
+    deliveries_hand_over(deliveries=claimed[:1], token=claimed[0].claimed_at, now=timezone.now(), counts=Counter())
+    later = timezone.now() + timedelta(seconds=61)
+
+    # when: a lease later
+    with django_capture_on_commit_callbacks(execute=True):
+        done = services.runs_sweep(now=later)
+
+    # then: the one handed over is unknown (counted), the other and the untouched one go out again
+    assert (done["released"], done["unknown"], done["dispatched"]) == (1, 1, 1)
+    assert dict(Delivery.objects.filter(run=run).values_list("pk", "status")) == {
+        ids[0]: "unknown", ids[1]: "pending", ids[2]: "pending"}
+    assert queued == [("email", ids[1:])]
+    run.refresh_from_db()
+    assert (run.status, run.unknown, run.active_at) == ("sending", 1, later)
+
+
+def test_the_sweep_leaves_a_run_someone_works_on(queued, django_capture_on_commit_callbacks):
+    run = sending_run(2)
+    CampaignRun.objects.filter(pk=run.pk).update(active_at=timezone.now())
+
+    with django_capture_on_commit_callbacks(execute=True):
+        assert services.runs_sweep(now=timezone.now() + timedelta(seconds=30))["dispatched"] == 0
+
+    assert queued == []
+
+
+def test_a_run_whose_messages_may_still_wait_in_its_queue_is_dispatched_again_only_after_a_long_wait(
+        settings, monkeypatch, queued, django_capture_on_commit_callbacks):
+    settings.CAMPAIGN_LEASE_SECONDS = 60
+    run = sending_run(2)
+    CampaignRun.objects.filter(pk=run.pk).update(active_at=timezone.now())
+    monkeypatch.setattr(services, "broker_queue_length", lambda *, queue: 7 if queue == "email" else 0)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        soon = services.runs_sweep(now=timezone.now() + timedelta(minutes=5))["dispatched"]
+        late = services.runs_sweep(now=timezone.now() + timedelta(minutes=11))["dispatched"]
+
+    assert (soon, late) == (0, 1) and len(queued) == 1
+
+
+def test_a_run_whose_last_worker_died_after_sending_everything_is_finished_by_the_sweep(queued):
+    run = sending_run(2)
+    Delivery.objects.filter(run=run).update(status="sent", sent_at=timezone.now())
+
+    assert services.runs_sweep()["finished"] == 1
+
+    run.refresh_from_db()
+    assert (run.status, run.sent) == ("done", 2)
+
+
+def test_unknown_outcomes_do_not_keep_a_run_from_finishing(queued):
+    run = sending_run(2)
+    Delivery.objects.filter(run=run).update(status="unknown", unknown_at=timezone.now())
+
+    services.runs_sweep()
+
+    run.refresh_from_db()
+    assert (run.status, run.unknown) == ("done", 2)
+
+
+def test_a_run_that_lost_its_run_execute_message_is_materialized_again(settings, monkeypatch,
+                                                                        django_capture_on_commit_callbacks):
+    settings.CAMPAIGN_LEASE_SECONDS = 60
+    customers_with_consent(1)
+    run = services.campaign_launch(campaign=campaign_for())  # its run_execute message is lost
+    requeued = []
+    monkeypatch.setattr("campaigns.tasks.run_execute.delay", lambda run_id: requeued.append(run_id))
+
+    with django_capture_on_commit_callbacks(execute=True):
+        early = services.runs_sweep(now=timezone.now() + timedelta(minutes=5))["rematerialized"]
+        late = services.runs_sweep(now=timezone.now() + timedelta(minutes=11))["rematerialized"]
+
+    assert (early, late, requeued) == (0, 1, [run.pk])
+
+
+def test_a_cancelled_run_whose_closing_message_was_lost_is_closed(settings, monkeypatch,
+                                                                   django_capture_on_commit_callbacks):
+    settings.CAMPAIGN_LEASE_SECONDS = 60
+    run = sending_run(2)
+    monkeypatch.setattr("campaigns.tasks.run_close_cancelled.delay", lambda run_id: None)  # lost
+    with django_capture_on_commit_callbacks(execute=True):
+        services.campaign_cancel(campaign=run.campaign)
+    closing = []
+    monkeypatch.setattr("campaigns.tasks.run_close_cancelled.delay", lambda run_id: closing.append(run_id))
+
+    with django_capture_on_commit_callbacks(execute=True):
+        assert services.runs_sweep(now=timezone.now() + timedelta(seconds=61))["closing"] == 1
+
+    assert closing == [run.pk]
+
+
+def test_dispatching_marks_the_run_active_so_the_sweep_does_not_dispatch_it_twice(queued,
+                                                                                 django_capture_on_commit_callbacks):
+    run = sending_run(2)
+    CampaignRun.objects.filter(pk=run.pk).update(active_at=None)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        services.run_dispatch(run=run)
+        assert services.runs_sweep(now=timezone.now() + timedelta(seconds=30))["dispatched"] == 0
+
+    assert len(queued) == 1 and CampaignRun.objects.get(pk=run.pk).active_at is not None
+
+
+def test_the_broker_queue_length_is_read_from_the_broker():
+    # The filesystem broker of the test settings: an empty queue, or one the broker never saw.
+    assert services.broker_queue_length(queue="email") == 0
+
+
+# Unknown outcomes: re-sent only by an operator -------------------------------------------------
+
+
+def test_re_sending_unknown_outcomes_reopens_the_run_and_notes_who_decided(queued, django_capture_on_commit_callbacks):
+    run = sending_run(3)
+    ids = sorted(Delivery.objects.filter(run=run).values_list("pk", flat=True))
+    Delivery.objects.filter(pk=ids[0]).update(status="sent", sent_at=timezone.now())
+    Delivery.objects.filter(pk__in=ids[1:]).update(status="unknown", unknown_at=timezone.now(), claimed_at=timezone.now(),
+                                                   note="Outcome unknown since 10:00")
+    services.runs_sweep()
+    assert CampaignRun.objects.get(pk=run.pk).status == "done"
+
+    with django_capture_on_commit_callbacks(execute=True):
+        resent = services.deliveries_resend_unknown(deliveries=Delivery.objects.filter(pk__in=ids), by="alice")
+
+    run.refresh_from_db()
+    assert (resent, run.status, run.finished_at, run.unknown) == (2, "sending", None, 0)
+    assert queued == [("email", ids[1:])]
+    delivery = Delivery.objects.get(pk=ids[1])
+    assert (delivery.status, delivery.claimed_at) == ("pending", None)
+    assert delivery.note.startswith("Outcome unknown since 10:00\nRe-sent by alice at ")
+
+
+def test_unknown_outcomes_of_a_cancelled_run_are_not_re_sent(queued):
+    run = sending_run(1)
+    Delivery.objects.filter(run=run).update(status="unknown")
+    CampaignRun.objects.filter(pk=run.pk).update(status="cancelled")
+
+    assert services.deliveries_resend_unknown(deliveries=Delivery.objects.all(), by="alice") == 0
+    assert Delivery.objects.get(run=run).status == "unknown"
+
+
+def test_progress_counts_unknown_outcomes_and_claims_as_on_their_way():
+    run = sending_run(4)
+    ids = sorted(Delivery.objects.filter(run=run).values_list("pk", flat=True))
+    Delivery.objects.filter(pk=ids[0]).update(status="claimed")
+    Delivery.objects.filter(pk=ids[1]).update(status="unknown")
+
+    progress = services.run_progress(run=run)
+
+    assert (progress["pending"], progress["sending"], progress["unknown"], progress["percent_done"]) == (2, 1, 1, 25.0)
+
+
+def test_a_chunk_finishes_its_run_even_when_the_cache_is_down(monkeypatch):
+    from django.core.cache import cache
+
+    run = sending_run(1)
+    Delivery.objects.filter(run=run).update(status="sent")
+
+    def down(*args, **kwargs):
+        raise ConnectionError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+
+    monkeypatch.setattr(cache, "add", down)
+    services.runs_after_chunk(run_ids={run.pk})
+
+    assert CampaignRun.objects.get(pk=run.pk).status == "done"

@@ -85,6 +85,14 @@ def test_dispatch_due_task_returns_the_number_queued():
     assert tasks.dispatch_due() == 0
 
 
+def test_the_sweep_task_runs_the_sweeper_on_the_default_queue(monkeypatch):
+    from config.celery import app
+
+    assert (tasks.sweep.name, app.amqp.router.route({}, tasks.sweep.name)["queue"].name) == ("campaigns.sweep", "default")
+    assert tasks.sweep() == {"released": 0, "failed": 0, "unknown": 0, "finished": 0, "dispatched": 0,
+                             "rematerialized": 0, "closing": 0}
+
+
 def test_a_cancelled_campaigns_queued_chunk_sends_nothing_and_the_close_task_skips_its_deliveries(
         monkeypatch, django_capture_on_commit_callbacks):
     customers_with_consent(3)
@@ -140,7 +148,8 @@ def test_a_chunk_that_fails_on_a_database_error_is_retried_by_celery(monkeypatch
         tasks.send_chunk.run([1, 2], "email")
 
     requested = raised.value.args[0]
-    assert isinstance(requested["exc"], OperationalError) and requested["countdown"] > 0
+    # Full jitter: anywhere from now to the first back-off (30 s).
+    assert isinstance(requested["exc"], OperationalError) and 0 <= requested["countdown"] <= 30
     assert tasks.send_chunk.max_retries == 8
 
 

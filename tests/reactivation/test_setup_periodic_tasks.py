@@ -39,7 +39,9 @@ def test_the_declared_schedule(declared):
         ("system: lifecycle evaluation", "reactivation.lifecycle_evaluate", (("hour", "*"), ("minute", "5"))),
         ("system: RFM scores", "reactivation.rfm_recompute", (("hour", "3"), ("minute", "15"))),
         ("system: dispatch due deliveries", "campaigns.dispatch_due", (("minute", "*"),)),
+        ("system: sweep stranded deliveries", "campaigns.sweep", (("minute", "*"),)),
         ("system: pull SMS replies", "consent.sms_replies_pull", (("minute", "*/5"),)),
+        ("system: expire import drafts", "reactivation.import_drafts_expire", (("hour", "*"), ("minute", "25"))),
     }
 
 

@@ -1,9 +1,10 @@
 """Run a campaign now: ``manage.py launch_campaign NAME_OR_ID [--sync]``.
 
 Without --sync the run goes through the Celery queues and the command waits for it to settle
-(nothing pending or sending; deliveries deferred to quiet hours are left to beat). With --sync
+(nothing pending, claimed or sending; deliveries deferred to quiet hours are left to beat). With --sync
 everything happens in this process. Ends with one summary line:
-``targeted=N sent=N skipped_consent=N skipped_suppressed=N skipped_cap=N skipped_reentry=N deferred_quiet=N failed=N``.
+``targeted=N sent=N skipped_consent=N skipped_suppressed=N skipped_cap=N skipped_reentry=N deferred_quiet=N failed=N
+unknown=N``.
 """
 
 import time
@@ -45,7 +46,7 @@ class Command(BaseCommand):
             if run.status not in (CampaignRun.Status.MATERIALIZING, CampaignRun.Status.SENDING):
                 return run
             if run.status == CampaignRun.Status.SENDING and not Delivery.objects.filter(
-                run=run, status__in=(Delivery.Status.PENDING, Delivery.Status.SENDING)
+                run=run, status__in=(Delivery.Status.PENDING, Delivery.Status.CLAIMED, Delivery.Status.SENDING)
             ).exists():
                 return run
             time.sleep(0.5)
