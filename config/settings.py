@@ -184,6 +184,17 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 IMPORT_MAX_FILE_BYTES = env_int("IMPORT_MAX_FILE_BYTES", 2 * 1024**3, minimum=1)
 IMPORT_MAX_ROWS = env_int("IMPORT_MAX_ROWS", 10_000_000, minimum=1)
+# An XLSX upload is measured before it is parsed (core/xlsx_limits.py): its size once unzipped and
+# the cells its sheets span (rows x columns, empty ones included). Bigger tables go as CSV.
+IMPORT_XLSX_MAX_BYTES = env_int("IMPORT_XLSX_MAX_BYTES", 100 * 1024**2, minimum=1)
+IMPORT_XLSX_MAX_CELLS = env_int("IMPORT_XLSX_MAX_CELLS", 20_000_000, minimum=1)
+# The small tables' imports (django-import-export: suppressions, offers, templates, rules...) run
+# inside the web request and hold the file in memory: a file (or an unzipped XLSX) and a row count
+# that fit in the web worker's time.
+ADMIN_IMPORT_MAX_BYTES = env_int("ADMIN_IMPORT_MAX_BYTES", 5 * 1024**2, minimum=1)
+ADMIN_IMPORT_MAX_ROWS = env_int("ADMIN_IMPORT_MAX_ROWS", 20_000, minimum=1)
+# Uploads never confirmed (import drafts, django-import-export previews) are deleted after this.
+IMPORT_DRAFT_HOURS = env_int("IMPORT_DRAFT_HOURS", 24, minimum=1)
 
 # Security (production) ---------------------------------------------------------------------
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
@@ -356,5 +367,6 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env_log_level("LOG_LEVEL", "INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    # django-axes logs every successful login's counter reset at INFO; lockouts are WARNING.
+    "loggers": {"django.db.backends": {"level": "WARNING"}, "axes": {"level": "WARNING"}},
 }

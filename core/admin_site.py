@@ -13,12 +13,15 @@ import copy
 from django.contrib import admin
 from django.contrib.admin.utils import unquote
 from django.db.models.constants import LOOKUP_SEP
+from django import forms
 from import_export.admin import ImportExportModelAdmin
+from import_export.forms import ImportForm
 from import_export.tmp_storages import MediaStorage
 
-from core.exports import IMPORT_EXPORT_FORMATS
+from core.exports import IMPORT_EXPORT_FORMATS, ImportTooLarge
 from core.masking import can_view_personal_data
 from core.paginator import EstimatedCountPaginator
+from core.xlsx_limits import XlsxTooLarge
 
 # The order a marketer works in: who the customers are, what to send, what they agreed to.
 APP_ORDER = ["reactivation", "campaigns", "consent", "django_celery_beat", "auth"]
@@ -217,6 +220,22 @@ def masked_display(field: str, mask, description: str | None = None):
     return display
 
 
+class BoundedImportForm(ImportForm):
+    """The upload form of the small-table imports: a file over ADMIN_IMPORT_MAX_BYTES is refused
+    before django-import-export copies it to storage and reads it whole into memory."""
+
+    def clean_import_file(self):
+        from django.conf import settings
+
+        upload = self.cleaned_data["import_file"]
+        if upload.size > settings.ADMIN_IMPORT_MAX_BYTES:
+            raise forms.ValidationError(
+                f"The file is {upload.size:,} bytes; this import takes at most {settings.ADMIN_IMPORT_MAX_BYTES:,}. "
+                "Split the file."
+            )
+        return upload
+
+
 class ImportExportAdmin(ImportExportModelAdmin):
     """django-import-export for the small tables, configured for our files and servers.
 
@@ -229,9 +248,17 @@ class ImportExportAdmin(ImportExportModelAdmin):
 
     formats = IMPORT_EXPORT_FORMATS
     tmp_storage_class = MediaStorage
+    import_form_class = BoundedImportForm
 
     def get_resource_kwargs(self, request, *args, **kwargs):
         return {**super().get_resource_kwargs(request, *args, **kwargs), "user": request.user}
+
+    def add_data_read_fail_error_to_form(self, form, e):
+        # A file over a limit says which limit; other failures keep the library's message.
+        if isinstance(e, (ImportTooLarge, XlsxTooLarge)):
+            form.add_error("import_file", str(e))
+        else:
+            super().add_data_read_fail_error_to_form(form, e)
 
 
 class ReadOnlyAdminMixin:

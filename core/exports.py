@@ -305,6 +305,23 @@ def decode_upload(data: bytes) -> tuple[str, str]:
     raise ValueError("The file is neither UTF-8 nor GB18030/GBK text.")
 
 
+class ImportTooLarge(ValueError):
+    """An upload to a small-table import is over ADMIN_IMPORT_MAX_BYTES or ADMIN_IMPORT_MAX_ROWS."""
+
+
+def admin_import_rows_check(dataset) -> None:
+    """django-import-export holds the whole file in memory and imports about a thousand rows a
+    second, inside the web request: beyond ADMIN_IMPORT_MAX_ROWS the request would outlive the
+    web worker's timeout."""
+    from django.conf import settings
+
+    if dataset.height > settings.ADMIN_IMPORT_MAX_ROWS:
+        raise ImportTooLarge(
+            f"The file has {dataset.height:,} rows; this import takes at most {settings.ADMIN_IMPORT_MAX_ROWS:,}. "
+            "Split the file."
+        )
+
+
 class CSV(base_formats.CSV):
     """CSV that reads UTF-8 with or without BOM and GB18030/GBK, and writes UTF-8 with a BOM.
 
@@ -321,14 +338,33 @@ class CSV(base_formats.CSV):
     def create_dataset(self, in_stream, **kwargs):
         if isinstance(in_stream, bytes):
             in_stream, _ = decode_upload(in_stream)
-        return tablib.import_set(in_stream, format="csv", **kwargs)
+        dataset = tablib.import_set(in_stream, format="csv", **kwargs)
+        admin_import_rows_check(dataset)
+        return dataset
 
     def export_data(self, dataset, **kwargs):
         return (UTF8_BOM + dataset.export("csv", **kwargs)).encode("utf-8")
 
 
 class XLSX(base_formats.XLSX):
-    """openpyxl's XLSX; cells were already neutralized by ``SafeModelResource``."""
+    """openpyxl's XLSX; cells were already neutralized by ``SafeModelResource``. An upload is
+    measured (core.xlsx_limits) before openpyxl parses it."""
+
+    def create_dataset(self, in_stream):
+        from django.conf import settings
+
+        from core.xlsx_limits import xlsx_check
+
+        max_rows = settings.ADMIN_IMPORT_MAX_ROWS
+        xlsx_check(io.BytesIO(in_stream), max_bytes=settings.ADMIN_IMPORT_MAX_BYTES, max_rows=max_rows,
+                   max_cells=max_rows * ADMIN_IMPORT_MAX_COLUMNS)
+        dataset = super().create_dataset(in_stream)
+        admin_import_rows_check(dataset)
+        return dataset
+
+
+# The small tables have a dozen columns; a sheet much wider is not one of their exports.
+ADMIN_IMPORT_MAX_COLUMNS = 50
 
 
 IMPORT_EXPORT_FORMATS = [CSV, XLSX]

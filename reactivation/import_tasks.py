@@ -3,6 +3,7 @@
 from celery import shared_task
 
 from reactivation.imports.jobs import WAIT, import_job_execute
+from reactivation.imports.jobs import import_drafts_expire as drafts_expire
 
 # How long a job waits before asking again whether the job ahead of it has finished.
 WAIT_SECONDS = 10
@@ -15,3 +16,9 @@ def import_job_run(self, job_id: int) -> str:
     if outcome == WAIT:
         raise self.retry(countdown=WAIT_SECONDS)
     return outcome
+
+
+@shared_task(name="reactivation.import_drafts_expire", ignore_result=True)
+def import_drafts_expire() -> dict[str, int]:
+    """Beat, hourly: delete uploads nobody confirmed within IMPORT_DRAFT_HOURS."""
+    return drafts_expire()

@@ -7,7 +7,7 @@ is a pure function of the current rollups).
 
 from celery import shared_task
 
-from reactivation.import_tasks import import_job_run  # noqa: F401  (registers it: autodiscovery reads tasks.py only)
+from reactivation.import_tasks import import_drafts_expire, import_job_run  # noqa: F401  (registers them: autodiscovery reads tasks.py only)
 from reactivation.lifecycle import lifecycle_evaluate
 from reactivation.rfm import rfm_recompute
 

@@ -14,6 +14,7 @@ import shutil
 import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 from django.core.files import File
 from django.db import transaction
@@ -166,6 +167,43 @@ def import_job_confirm(*, job: ImportJob) -> ImportJob:
     job.save(update_fields=["status"])
     import_job_run.delay_on_commit(job.pk)
     return job
+
+
+# Expire -------------------------------------------------------------------------------------------
+# Where django-import-export's MediaStorage keeps a file between an import's preview and its
+# confirmation (its MEDIA_FOLDER default).
+IMPORT_EXPORT_FOLDER = "django-import-export"
+
+
+def import_drafts_expire(*, now=None) -> dict[str, int]:
+    """Delete uploads nobody confirmed within IMPORT_DRAFT_HOURS: draft import jobs (row and
+    file) and django-import-export's preview copies. Uploads hold personal data, and a draft
+    abandoned at the preview would otherwise stay on disk for ever. Safe to run twice."""
+    from django.conf import settings
+    from django.core.files.storage import default_storage
+
+    cutoff = (now or timezone.now()) - timedelta(hours=settings.IMPORT_DRAFT_HOURS)
+    counts = {"drafts": 0, "previews": 0}
+    for job in ImportJob.objects.filter(status=ImportJob.Status.DRAFT, created_at__lt=cutoff).iterator():
+        for field_file in (job.file, job.errors_file):
+            if field_file:
+                field_file.delete(save=False)
+        job.delete()
+        counts["drafts"] += 1
+    try:
+        _folders, names = default_storage.listdir(IMPORT_EXPORT_FOLDER)
+    except FileNotFoundError:
+        names = []
+    for name in names:
+        path = f"{IMPORT_EXPORT_FOLDER}/{name}"
+        try:
+            if default_storage.get_modified_time(path) < cutoff:
+                default_storage.delete(path)
+                counts["previews"] += 1
+        except FileNotFoundError:  # confirmed (and removed) meanwhile
+            continue
+    logger.info("import drafts expired drafts=%d previews=%d", counts["drafts"], counts["previews"])
+    return counts
 
 
 # Run ----------------------------------------------------------------------------------------------

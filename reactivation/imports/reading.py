@@ -156,6 +156,8 @@ def _open_csv(path, *, sample, size, encoding, max_rows) -> Table:
         header = next(reader)
     except (csv.Error, UnicodeDecodeError) as exc:
         table.close()
+        if "field larger than field limit" in str(exc):
+            raise UnusableFile(_field_too_long(1)) from None
         raise UnusableFile(f"The file is not a readable CSV file: {exc}.") from None
     except StopIteration:
         table.close()
@@ -194,6 +196,8 @@ def _csv_rows(reader, width: int, encoding: str, max_rows: int | None):
         # Refuse the whole file: once a quote is unbalanced the lines after it cannot be told
         # apart from the quoted text, so importing "the rest" could lose or merge rows.
         start, end = previous_end + 1, reader.line_num
+        if "field larger than field limit" in str(exc):
+            raise UnusableFile(_field_too_long(start)) from None
         if "unexpected end of data" in str(exc):
             raise UnusableFile(
                 f"The file has an unbalanced quote: the quoted value that starts on line {start} is never closed "
@@ -206,6 +210,16 @@ def _csv_rows(reader, width: int, encoding: str, max_rows: int | None):
             f"the delimiter or the end of the line. Fix the quote (a \" inside a value must be written \"\") "
             "and import again."
         ) from None
+
+
+def _field_too_long(line: int) -> str:
+    # csv's own limit (131,072 characters): no column of ours holds anything near it, and a
+    # value that long is a file whose quotes went wrong or not a table at all.
+    return (
+        f"A value starting on line {line:,} is longer than {csv.field_size_limit():,} characters, the most one "
+        "value may hold. If a quote opened there is never closed, fix it (a \" inside a value must be "
+        "written \"\") and import again."
+    )
 
 
 def xlsx_cell_text(value) -> str:
@@ -228,9 +242,20 @@ def xlsx_cell_text(value) -> str:
 def _open_xlsx(path, *, size, max_rows) -> Table:
     import zipfile
 
+    from django.conf import settings
     from openpyxl import load_workbook
     from openpyxl.utils.exceptions import InvalidFileException
 
+    from core.xlsx_limits import XlsxTooLarge, xlsx_check
+
+    try:
+        # Measured before openpyxl parses anything: see core.xlsx_limits for why.
+        xlsx_check(path, max_bytes=settings.IMPORT_XLSX_MAX_BYTES, max_rows=max_rows or settings.IMPORT_MAX_ROWS,
+                   max_cells=settings.IMPORT_XLSX_MAX_CELLS)
+    except XlsxTooLarge as exc:
+        raise UnusableFile(str(exc)) from None
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise UnusableFile(f"The file is not a readable XLSX workbook ({exc.__class__.__name__}).") from None
     try:
         workbook = load_workbook(path, read_only=True, data_only=True)
     except (InvalidFileException, zipfile.BadZipFile, KeyError, OSError, ValueError) as exc:

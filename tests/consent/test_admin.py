@@ -373,3 +373,39 @@ def test_marketer_cannot_filter_suppressions_or_consent_evidence_by_personal_dat
     assert [s.address for s in suppressions.context["cl"].result_list] == ["secret.person@example.com"]
     events = client.get(probes[1][0], probes[1][1])
     assert [e.customer for e in events.context["cl"].result_list] == [customer]
+
+
+# Small-table imports are bounded -------------------------------------------------------------
+
+
+def test_an_xlsx_row_bomb_in_a_suppression_import_is_refused_before_parsing(client, compliance):
+    import io
+    import time
+
+    from openpyxl import Workbook
+
+    book = Workbook()
+    book.active.append(["channel", "address", "reason"])
+    book.active.cell(row=1_048_576, column=1, value="email")
+    data = io.BytesIO()
+    book.save(data)
+    client.force_login(compliance)
+    started = time.monotonic()
+    response = client.post(reverse("admin:consent_suppression_import"), {
+        "format": "1", "resource": "0", "import_file": SimpleUploadedFile("bomb.xlsx", data.getvalue())})
+    assert time.monotonic() - started < 5
+    assert response.status_code == 200
+    assert "reaches row 1,048,576" in response.content.decode()
+    assert not Suppression.objects.exists()
+
+
+def test_a_suppression_import_over_the_row_or_size_limit_is_refused(client, compliance, settings):
+    settings.ADMIN_IMPORT_MAX_ROWS = 3
+    client.force_login(compliance)
+    rows = "".join(f"email,user{i}@example.com,manual\n" for i in range(4)).encode()
+    preview, _ = import_suppressions(client, b"channel,address,reason\n" + rows)
+    assert "at most 3" in preview.content.decode()
+    settings.ADMIN_IMPORT_MAX_BYTES = 20
+    preview, _ = import_suppressions(client, b"channel,address,reason\n" + rows[:40])
+    assert "this import takes at most 20" in preview.content.decode()
+    assert not Suppression.objects.exists()

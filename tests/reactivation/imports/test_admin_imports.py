@@ -284,3 +284,93 @@ def _recording(function, calls):
         return function(**kwargs)
 
     return wrapper
+
+
+# Uploads bounded ------------------------------------------------------------------------------
+
+
+def _xlsx(fill) -> bytes:
+    from openpyxl import Workbook
+
+    book = Workbook()
+    fill(book.active)
+    out = io.BytesIO()
+    book.save(out)
+    return out.getvalue()
+
+
+def test_an_xlsx_row_bomb_is_refused_at_the_preview_quickly(admin_client_, settings):
+    import time
+
+    # given a tiny workbook with one value on the sheet's last row (openpyxl would yield a
+    # million empty rows before it)
+    def bomb(sheet):
+        sheet.append(["external_id", "name"])
+        sheet.cell(row=1_048_576, column=1, value="C9")
+
+    settings.IMPORT_MAX_ROWS = 100_000
+    upload(admin_client_, _xlsx(bomb), name="bomb.xlsx")
+    job = ImportJob.objects.get()
+    # when the preview opens
+    started = time.monotonic()
+    response = admin_client_.get(reverse("admin:reactivation_importjob_preview", args=[job.pk]))
+    # then it says why, at once, and nothing can be confirmed
+    assert time.monotonic() - started < 2
+    assert "row 1,048,576" in response.content.decode()
+    admin_client_.post(reverse("admin:reactivation_importjob_preview", args=[job.pk]))
+    job.refresh_from_db()
+    assert job.status == ImportJob.Status.DRAFT
+
+
+def test_an_xlsx_whose_strings_inflate_past_the_limit_is_refused(admin_client_, settings):
+    settings.IMPORT_XLSX_MAX_BYTES = 500_000
+
+    def strings(sheet):
+        sheet.append(["external_id", "name"])
+        for row in range(2000):
+            sheet.append([f"C{row}", f"{row:06d}" + "名" * 300])
+
+    upload(admin_client_, _xlsx(strings), name="strings.xlsx")
+    job = ImportJob.objects.get()
+    response = admin_client_.get(reverse("admin:reactivation_importjob_preview", args=[job.pk]))
+    assert "once unzipped" in response.content.decode()
+
+
+def test_a_csv_value_over_the_field_limit_is_reported_as_such(tmp_path):
+    from reactivation.imports.reading import UnusableFile, open_table
+
+    path = tmp_path / "long.csv"
+    path.write_text("external_id,name\nC1," + "x" * 200_000 + "\n")
+    with pytest.raises(UnusableFile) as error, open_table(path) as table:
+        list(table.rows())
+    assert "line 2 is longer than 131,072 characters" in str(error.value)
+    assert "unbalanced" not in str(error.value)
+
+
+def test_drafts_nobody_confirmed_are_deleted_with_their_files(admin_client_, settings):
+    import os
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from reactivation.imports.jobs import import_drafts_expire
+
+    # given an old draft, a fresh one, an old finished job, and old and fresh import-export previews
+    upload(admin_client_, GBK_FILE, name="old.csv")
+    upload(admin_client_, GBK_FILE, name="fresh.csv")
+    upload(admin_client_, GBK_FILE, name="done.csv")
+    old, fresh, done = ImportJob.objects.order_by("id")
+    ImportJob.objects.filter(pk__in=[old.pk, done.pk]).update(created_at=timezone.now() - timedelta(hours=25))
+    ImportJob.objects.filter(pk=done.pk).update(status=ImportJob.Status.DONE)
+    stale = default_storage.save("django-import-export/stale", io.BytesIO(b"email\na@example.com\n"))
+    recent = default_storage.save("django-import-export/recent", io.BytesIO(b"email\nb@example.com\n"))
+    day_ago = (timezone.now() - timedelta(hours=25)).timestamp()
+    os.utime(default_storage.path(stale), (day_ago, day_ago))
+    # when the hourly task runs
+    assert import_drafts_expire() == {"drafts": 1, "previews": 1}
+    # then the old draft and the stale preview are gone, files and all; the rest is kept
+    assert set(ImportJob.objects.values_list("pk", flat=True)) == {fresh.pk, done.pk}
+    assert not default_storage.exists(old.file.name) and default_storage.exists(fresh.file.name)
+    assert not default_storage.exists(stale) and default_storage.exists(recent)
+    # and running it again changes nothing
+    assert import_drafts_expire() == {"drafts": 0, "previews": 0}
