@@ -39,7 +39,16 @@ from django.utils.safestring import SafeString, mark_safe
 
 from campaigns.links import claim_url as grant_claim_url
 from campaigns.links import shop_link
-from campaigns.models import TEMPLATE_CONTENT_FIELDS, MessageLanguage, MessageTemplate, Offer, OfferGrant, message_language
+from campaigns.models import (
+    TEMPLATE_CONTENT_FIELDS,
+    Brand,
+    Campaign,
+    MessageLanguage,
+    MessageTemplate,
+    Offer,
+    OfferGrant,
+    message_language,
+)
 from campaigns.offer_copy import offer_headline
 from consent.models import Channel
 from core import tokens
@@ -92,6 +101,7 @@ class RenderedMessage:
     deep_link: str = ""
     unsubscribe_url: str = ""
     preferences_url: str = ""
+    language: str = ""  # of the variant rendered ("zh-hans", "en"): the SMS opt-out text follows it
 
 
 # The sandbox --------------------------------------------------------------------------------
@@ -112,7 +122,8 @@ class _SandboxEngine(Engine):
 
 
 # Filters with which a template says "an empty value is fine here" ({{ x|default:"" }}).
-_EMPTY_ALLOWED_FILTERS = frozenset({"default", "default_if_none", "yesno"})
+# (Not default_if_none: a missing variable resolves to "", never None, so it would print nothing.)
+_EMPTY_ALLOWED_FILTERS = frozenset({"default", "yesno"})
 
 
 class _StrictVariableNode(VariableNode):
@@ -129,15 +140,21 @@ class _StrictVariableNode(VariableNode):
         output = self.filter_expression.resolve(context)
         if output is None or (isinstance(output, str) and not output.strip()):
             if not any(func.__name__ in _EMPTY_ALLOWED_FILTERS for func, _args in self.filter_expression.filters):
-                raise UndefinedVariable(self.filter_expression.token)
+                raise UndefinedVariable(self._name())
+        if isinstance(output, (dict, list, tuple)):  # {{ offer }} would print a Python repr
+            raise UndefinedVariable(self._name(), reason="is a group of values, not one")
         return super().render(context)
+
+    def _name(self) -> str:
+        """The variable without its filters ("offer.trial_days"), as the marketer looks for it."""
+        return str(getattr(self.filter_expression.var, "var", self.filter_expression.token))
 
 
 class UndefinedVariable(Exception):
     """A ``{{ variable }}`` with no value in this message's context."""
 
-    def __init__(self, variable: str):
-        super().__init__(f"{{{{ {variable} }}}} has no value here")
+    def __init__(self, variable: str, *, reason: str = "has no value here"):
+        super().__init__(f"{{{{ {variable} }}}} {reason}")
         self.variable = variable
 
 
@@ -463,6 +480,16 @@ def _email_text_footer(*, strings: dict, unsubscribe_url: str, preferences_url: 
     return "\n".join(lines)
 
 
+_SENTENCE_END = frozenset("。！？!?.…")
+
+
+def _sentence_ended(text: str, language: str) -> str:
+    """``text`` ending a sentence, so what follows starts a new one."""
+    if not text or text[-1] in _SENTENCE_END:
+        return text
+    return text + ("." if language == MessageLanguage.EN else "。")
+
+
 def _call_to_action(*, context: dict, strings: dict) -> tuple[str, str]:
     """(label, url) of the message's one button: the claim page when it carries an offer,
     else the brand's shop; ("", "") when there is neither."""
@@ -512,20 +539,20 @@ def _render_fields(*, content, context: dict, channel: str, language: str, brand
         footer = _email_text_footer(strings=strings, unsubscribe_url=unsubscribe, preferences_url=preferences,
                                     postal_address=postal_address)
         return RenderedMessage(subject=subject, html=document, text=body_text + footer,
-                               unsubscribe_url=unsubscribe, preferences_url=preferences)
+                               unsubscribe_url=unsubscribe, preferences_url=preferences, language=language)
     if channel == Channel.SMS:
         body = text("sms_text").strip()
         if claim and claim not in body:
             # A link glued to the next words is not tappable on many phones: spaces around it.
-            body = f"{body} {strings['sms_claim'].format(url=claim)} "
-        return RenderedMessage(text=body, unsubscribe_url=unsubscribe, preferences_url=preferences)
+            body = f"{_sentence_ended(body, language)} {strings['sms_claim'].format(url=claim)} "
+        return RenderedMessage(text=body, unsubscribe_url=unsubscribe, preferences_url=preferences, language=language)
     if channel == Channel.IN_APP:
         deep_link = text("deep_link").strip()
         if claim and claim not in deep_link:
             deep_link = claim  # a message with an offer opens its claim page
         return RenderedMessage(
             title=_one_line(text("title")), body=text("body").strip(), deep_link=deep_link,
-            unsubscribe_url=unsubscribe, preferences_url=preferences,
+            unsubscribe_url=unsubscribe, preferences_url=preferences, language=language,
         )
     raise TemplateRenderError(f"Unknown channel {channel!r}.", field="channel")
 
@@ -589,7 +616,7 @@ def render_message(*, template, customer, campaign=None, grant=None, channel=Non
     else:
         # Same URLs as core.tokens.unsubscribe_url/preferences_url, one token for both and no
         # reverse() per message (reverse is a third of the cost of rendering an in-app message).
-        token = tokens.unsubscribe_token_make(customer_id=customer.pk, channel=channel)
+        token = tokens.unsubscribe_token_make(customer_id=customer.pk, channel=channel, language=language)
         unsubscribe, preferences = _link_patterns(settings.SITE_URL, get_urlconf() or settings.ROOT_URLCONF)
         unsubscribe, preferences = unsubscribe % token, preferences % token
     claim = ""
@@ -752,11 +779,25 @@ def _check_required(content, channel: str) -> None:
             raise TemplateRenderError("This field is required for this channel.", field=field, channel=channel)
 
 
+def sample_campaign() -> Campaign:
+    """A campaign and brand for checking a template on its own: {{ shop_url }} and
+    {{ campaign.name }} have values, as they will in any campaign."""
+    brand = Brand(name="示例品牌", sms_signature="示例品牌", postal_address="示例地址", shop_url="https://example.com/")
+    return Campaign(name="Sample campaign", brand=brand)
+
+
 def _render_variant(*, template, content, campaign, grant, offer_note: str = "") -> RenderedMessage:
+    """Render for a full sample customer, then for one with nothing but an id: a variable that
+    only some customers have ({{ favourite_category }}) must be guarded, or the message fails
+    at send time for every customer without it."""
     language = content.locale
+    campaign = campaign if campaign is not None else sample_campaign()
     try:
-        return render_message(template=template, customer=sample_customer(language), campaign=campaign, grant=grant,
-                              preview=True, language=language)
+        message = render_message(template=template, customer=sample_customer(language), campaign=campaign,
+                                 grant=grant, preview=True, language=language)
+        bare = Customer(external_id="SAMPLE-0002")
+        render_message(template=template, customer=bare, campaign=campaign, grant=grant, preview=True, language=language)
+        return message
     except TemplateRenderError as exc:
         where = f"{dict(MessageLanguage.choices).get(language, language)} variant"
         exc.message = f"{exc.message} ({where}{offer_note})"
@@ -790,7 +831,7 @@ def validate_template(*, template, campaign=None, offer=None, translations=None)
         if campaign is None and offer is None:
             message = _render_any_offer(template=variant_template, content=content)
             continue
-        if offer is None or campaign is None or campaign.when_budget_exhausted == "send_without_offer":
+        if offer is None or campaign is None or campaign.when_budget_exhausted == Campaign.WhenBudgetExhausted.SEND_WITHOUT_OFFER:
             note = ", when the offer's budget has run out and the message goes without it" if offer is not None else ""
             message = _render_variant(template=variant_template, content=content, campaign=campaign, grant=None,
                                       offer_note=note)
@@ -828,15 +869,25 @@ def _as_template(template, content):
 
 
 def validate_campaign_templates(*, campaign) -> None:
-    """Every template of every channel of ``campaign``, in every language, with its offer.
+    """The campaign's brand, and every template of every channel, in every language, with its offer.
 
-    Raises ``django.core.exceptions.ValidationError`` keyed by the template field
-    ("email_template"...), naming the variable and the channel.
+    Raises ``django.core.exceptions.ValidationError`` keyed by field ("brand",
+    "email_template"...), naming what is missing: a brand without the postal address email
+    needs or the shop the button leads to, a variable with no value and its channel.
     """
     errors = {}
+    brand = campaign.brand if campaign.brand_id is not None else None
+    if brand is None:
+        errors["brand"] = "Choose the brand the messages come from."
+    else:
+        try:
+            brand.full_clean()
+        except ValidationError as exc:
+            fields = ", ".join(str(Brand._meta.get_field(name).verbose_name) for name in exc.message_dict)
+            errors["brand"] = f"Complete the brand “{brand}” before sending: {fields}."
     for channel in campaign.channels or []:
         template = getattr(campaign, f"{channel}_template", None)
-        if template is None:
+        if template is None or brand is None:
             continue
         try:
             validate_template(template=template, campaign=campaign)

@@ -82,7 +82,11 @@ STRINGS = {
 }
 
 
-def _strings(customer) -> dict:
+def _strings(customer, language: str = "") -> dict:
+    """The page's language: the one of the message whose link was followed (carried in the
+    token), else the customer's (zh-* is Chinese, anything else English)."""
+    if language in STRINGS:
+        return STRINGS[language]
     return STRINGS["zh-hans" if (customer.locale or "").lower().startswith("zh") else "en"]
 
 
@@ -108,8 +112,8 @@ def _evidence(request) -> dict:
 
 
 def _claim(token: str):
-    """(customer, channel) for a valid token, or None: forged, damaged, expired, unknown
-    channel or a customer that no longer exists all read as "this link is invalid"."""
+    """(customer, channel, language) for a valid token, or None: forged, damaged, expired,
+    unknown channel or a customer that no longer exists all read as "this link is invalid"."""
     try:
         claim = unsubscribe_token_read(token)
     except BadToken:
@@ -117,7 +121,7 @@ def _claim(token: str):
     if claim.channel not in Channel.values:
         return None
     customer = Customer.objects.filter(pk=claim.customer_id).first()
-    return (customer, claim.channel) if customer is not None else None
+    return (customer, claim.channel, claim.language) if customer is not None else None
 
 
 def _invalid_link(request, *, plain: bool = False):
@@ -178,10 +182,10 @@ def _unsubscribe_one_click(request, token: str):
     claim = _claim(token)
     if claim is None:
         return _invalid_link(request, plain=True)
-    customer, channel = claim
+    customer, channel, language = claim
     services.consent_withdraw(customer=customer, channel=channel, source=Source.ONE_CLICK, evidence=_evidence(request))
     logger.info("consent_unsubscribed source=one_click customer_id=%s channel=%s", customer.pk, channel)
-    strings = _strings(customer)
+    strings = _strings(customer, language)
     return _in_language(HttpResponse(strings["one_click_done"] + "\n", content_type="text/plain; charset=utf-8"), strings)
 
 
@@ -190,8 +194,8 @@ def _unsubscribe_page(request, token: str):
     claim = _claim(token)
     if claim is None:
         return _invalid_link(request)
-    customer, channel = claim
-    strings = _strings(customer)
+    customer, channel, language = claim
+    strings = _strings(customer, language)
     channel_name = strings[f"channel_{channel}"]
     # "Marketing emails" heads a list; inside a sentence it reads "stop receiving marketing emails".
     in_sentence = channel_name[:1].lower() + channel_name[1:] if strings["lang"] == "en" else channel_name
@@ -226,8 +230,8 @@ def preferences(request, token: str):
     claim = _claim(token)
     if claim is None:
         return _no_leak(_invalid_link(request))
-    customer, _channel = claim
-    strings = _strings(customer)
+    customer, _channel, language = claim
+    strings = _strings(customer, language)
     granted = set(
         ConsentState.objects.filter(customer=customer, status=ConsentState.Status.GRANTED).values_list("channel", flat=True)
     )

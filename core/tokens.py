@@ -34,13 +34,14 @@ _CLAIM_MAC_BYTES = 12
 class UnsubscribeClaim:
     customer_id: int
     channel: str
+    language: str = ""  # of the message the link was in: its pages answer in the same one
 
 
 class BadToken(Exception):
     """The token was forged, damaged or is older than MAX_AGE."""
 
 
-def unsubscribe_token_make(*, customer_id: int, channel: str) -> str:
+def unsubscribe_token_make(*, customer_id: int, channel: str, language: str = "") -> str:
     """``signing.dumps({"c": customer_id, "ch": channel}, salt=_SALT, compress=False)``, made faster.
 
     Every message carries one, so this is on the sending path: ``signing.dumps`` builds a
@@ -49,7 +50,8 @@ def unsubscribe_token_make(*, customer_id: int, channel: str) -> str:
     identical) with the derived key computed once per SECRET_KEY. ``unsubscribe_token_read``
     still verifies with ``signing.loads``.
     """
-    value = f"{_b64_json({'c': customer_id, 'ch': channel})}:{signing.b62_encode(int(time.time()))}"
+    payload = {"c": customer_id, "ch": channel, **({"l": language} if language else {})}
+    value = f"{_b64_json(payload)}:{signing.b62_encode(int(time.time()))}"
     mac = _keyed_hmac(settings.SECRET_KEY).copy()
     mac.update(value.encode())
     return f"{value}:{signing.b64_encode(mac.digest()).decode()}"
@@ -70,7 +72,7 @@ def _keyed_hmac(secret: str):
 def unsubscribe_token_read(token: str) -> UnsubscribeClaim:
     try:
         data = signing.loads(token, salt=_SALT, max_age=MAX_AGE)
-        return UnsubscribeClaim(customer_id=int(data["c"]), channel=str(data["ch"]))
+        return UnsubscribeClaim(customer_id=int(data["c"]), channel=str(data["ch"]), language=str(data.get("l", "")))
     except (signing.BadSignature, KeyError, TypeError, ValueError):
         raise BadToken("This link is invalid or has expired.") from None
 

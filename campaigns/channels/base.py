@@ -59,8 +59,9 @@ class Transport:
       bug and is treated by the pipeline as transient.
     - ``open()`` / ``close()`` bracket a batch so a connection (SMTP, HTTP session) is reused
       across it; ``with transport:`` does both. ``send`` also works without ``open``.
-    - ``send_test(*, to, message) -> str`` sends a one-off test from the admin: no delivery, no
-      consent or window checks; returns a short description.
+    - ``send_test(*, to, message, brand=None) -> str`` sends a one-off test from the admin as
+      ``brand`` would (From, signature): no delivery, no consent or window checks; returns a
+      short description.
     - ``transactional = True`` means sending writes only to our own database, so the pipeline
       may send a batch and mark it in one transaction (exactly once); see ``send_many``.
     """
@@ -113,7 +114,7 @@ class Transport:
         """
         return Sending(self.send_many(messages, before_each=before_each))
 
-    def send_test(self, *, to: str, message) -> str:
+    def send_test(self, *, to: str, message, brand=None) -> str:
         raise NotImplementedError
 
 

@@ -531,11 +531,12 @@ class EmailTransport(Transport):
                 pass
         self._broken = self._batch
 
-    def send_test(self, *, to: str, message) -> str:
+    def send_test(self, *, to: str, message, brand=None) -> str:
         rendered = message
         email = MarketingEmail(
-            subject=f"[TEST] {rendered.subject}", body=rendered.text, from_email=settings.DEFAULT_FROM_EMAIL,
+            subject=f"[TEST] {rendered.subject}", body=rendered.text, from_email=brand_from_email(brand),
             to=[to], headers={"Message-ID": make_msgid(domain=_message_id_domain())},
+            reply_to=[brand.reply_to] if brand is not None and brand.reply_to else None,
             connection=self.connection,
         )
         email.attach_alternative(rendered.html, "text/html")

@@ -77,6 +77,6 @@ class InAppTransport(Transport):
             )
             return [row[0] for row in cursor.fetchall()]
 
-    def send_test(self, *, to: str, message) -> str:
+    def send_test(self, *, to: str, message, brand=None) -> str:
         # A test to the inbox would need a real customer; the admin shows the preview instead.
         raise TransportError("in-app messages cannot be test-sent to an address", permanent=True)

@@ -211,11 +211,21 @@ def sms_compose(*, text: str, signature: str, opt_out_text: str) -> str:
     return head + body
 
 
-def sms_compose_for(*, text: str, brand, contact_policy) -> str:
+def sms_opt_out_text(*, contact_policy, language: str = "") -> str:
+    """The refusal instruction in the message's language: the contact policy's (Chinese
+    carriers' wording, "回复TD退订" by default) or, for English messages, SMS_OPT_OUT_TEXT_EN
+    ("Reply STOP to opt out": the keyword US and UK carriers recognise)."""
+    if language == "en":
+        return getattr(settings, "SMS_OPT_OUT_TEXT_EN", "") or "Reply STOP to opt out"
+    return contact_policy.sms_opt_out_text
+
+
+def sms_compose_for(*, text: str, brand, contact_policy, language: str = "") -> str:
     """The text as sent and billed: ``brand.sms_signature`` (the contact policy's when there is
-    no brand), the text, the contact policy's opt-out instruction (``sms_compose``)."""
+    no brand), the text, the opt-out instruction in the message's language (``sms_compose``)."""
     signature = brand.sms_signature if brand is not None else contact_policy.sms_signature
-    return sms_compose(text=text, signature=signature, opt_out_text=contact_policy.sms_opt_out_text)
+    return sms_compose(text=text, signature=signature,
+                       opt_out_text=sms_opt_out_text(contact_policy=contact_policy, language=language))
 
 
 class SmsTransport(Transport):
@@ -231,8 +241,8 @@ class SmsTransport(Transport):
             channel="sms", quiet_hours_enabled=True
         )
 
-    def compose(self, text: str, *, brand=None) -> str:
-        return sms_compose_for(text=text, brand=brand, contact_policy=self.contact_policy)
+    def compose(self, text: str, *, brand=None, language: str = "") -> str:
+        return sms_compose_for(text=text, brand=brand, contact_policy=self.contact_policy, language=language)
 
     def send(self, message: OutboundMessage) -> str:
         campaign = message.campaign
@@ -247,10 +257,12 @@ class SmsTransport(Transport):
             if opening is not None:
                 raise TransportError(f"outside the SMS window; opens at {opening.isoformat()}", retry_at=opening)
         return self.backend.send(
-            to=message.to, text=self.compose(message.rendered.text, brand=getattr(campaign, "brand", None)),
+            to=message.to, text=self.compose(message.rendered.text, brand=getattr(campaign, "brand", None),
+                                             language=getattr(message.rendered, "language", "")),
             campaign=getattr(campaign, "name", ""), reference=str(message.delivery_id or ""),
         )
 
-    def send_test(self, *, to: str, message) -> str:
-        self.backend.send(to=to, text=self.compose(message.text), campaign="test", reference="test")
+    def send_test(self, *, to: str, message, brand=None) -> str:
+        text = self.compose(message.text, brand=brand, language=getattr(message, "language", ""))
+        self.backend.send(to=to, text=text, campaign="test", reference="test")
         return "sent by SMS"

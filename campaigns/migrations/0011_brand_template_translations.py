@@ -10,8 +10,8 @@ def brands_from_names(apps, schema_editor):
     Campaign = apps.get_model("campaigns", "Campaign")
     for name in Campaign.objects.values_list("brand_name", flat=True).distinct():
         brand, _ = Brand.objects.get_or_create(
-            name=name or "品牌", defaults={"sms_signature": (name or "品牌")[:20], "postal_address": "",
-                                           "shop_url": "https://example.com/"},
+            # Left blank on purpose: a campaign refuses to launch until someone enters the real ones.
+            name=name or "品牌", defaults={"sms_signature": (name or "品牌")[:20], "postal_address": "", "shop_url": ""},
         )
         Campaign.objects.filter(brand_name=name).update(brand=brand)
 

@@ -153,7 +153,7 @@ def test_sms_text_is_the_body_without_signature_or_opt_out():
     message = render(MessageTemplate(name="s", channel="sms", sms_text="  {{ brand }}想你了，{{ customer.name }}  "),
                      CustomerFactory(name="李雷"))
     assert message == RenderedMessage(text="品牌想你了，李雷", unsubscribe_url=message.unsubscribe_url,
-                                      preferences_url=message.preferences_url)
+                                      preferences_url=message.preferences_url, language="zh-hans")
     assert "【" not in message.text and "退订" not in message.text
 
 
@@ -266,7 +266,7 @@ def test_offer_context_is_built_once_per_offer_instance():
         texts = [render(template, grant=g).text for g in grants]
     # Unsaved grants: the claim link is the preview one, added because the text has none.
     claim = "领取：https://winback.example.com/offers/claim/preview/ "
-    assert texts == [f"AAAA-BBBB-CCC0 ¥20 {claim}", f"AAAA-BBBB-CCC1 ¥20 {claim}", f"AAAA-BBBB-CCC2 ¥20 {claim}"]
+    assert texts == [f"AAAA-BBBB-CCC0 ¥20。 {claim}", f"AAAA-BBBB-CCC1 ¥20。 {claim}", f"AAAA-BBBB-CCC2 ¥20。 {claim}"]
     assert build.call_count == 1
 
 

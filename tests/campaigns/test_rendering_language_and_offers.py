@@ -6,7 +6,7 @@ import pytest
 from django.core.exceptions import ValidationError
 
 from campaigns.models import Campaign, MessageTemplateTranslation
-from campaigns.rendering import TemplateRenderError, render_message, validate_campaign_templates
+from campaigns.rendering import TemplateRenderError, render_message, validate_campaign_templates, validate_template
 from campaigns.services import campaign_launch
 from reactivation.models import Category
 from tests.factories import (
@@ -105,7 +105,7 @@ def test_an_email_without_an_offer_leads_to_the_shop():
     assert "utm_medium=email" in message.text
 
 
-def test_an_sms_with_an_offer_carries_its_claim_link_set_off_by_spaces():
+def test_an_sms_with_an_offer_carries_its_claim_link_as_a_sentence_set_off_by_spaces():
     offer = OfferFactory()
     campaign = CampaignFactory(channels=["sms"], sms_template=MessageTemplateFactory(channel="sms", sms_text="好久不见"),
                                offer=offer)
@@ -114,7 +114,7 @@ def test_an_sms_with_an_offer_carries_its_claim_link_set_off_by_spaces():
 
     message = render_message(template=campaign.sms_template, customer=customer, campaign=campaign, grant=grant)
 
-    assert message.text.startswith("好久不见 领取：https://winback.example.com/offers/claim/")
+    assert message.text.startswith("好久不见。 领取：https://winback.example.com/offers/claim/")
     assert message.text.endswith(" ")
 
 
@@ -191,3 +191,69 @@ def test_a_template_needing_a_code_is_refused_when_the_campaign_may_send_without
 def test_a_nameless_customer_is_greeted_in_their_language():
     template = MessageTemplateFactory(channel="sms", sms_text="{{ customer.name }}，好久不见")
     assert render_message(template=template, customer=CustomerFactory(name="")).text == "亲爱的顾客，好久不见"
+
+
+def test_launch_refuses_a_brand_without_the_postal_address_or_the_shop():
+    # As the migration leaves a brand that was only a name: the marketer must complete it.
+    campaign = CampaignFactory(brand=BrandFactory(name="品牌", postal_address="", shop_url=""))
+
+    with pytest.raises(ValidationError) as refused:
+        campaign_launch(campaign=campaign, sync=True)
+
+    assert "Complete the brand “品牌”" in refused.value.message_dict["brand"][0]
+    assert not campaign.runs.exists()
+
+
+@pytest.mark.parametrize("source", ["{{ shop_url }}", "{{ campaign.name }}", "{% if favourite_category %}{{ favourite_category }}{% endif %}"])
+def test_a_template_on_its_own_may_use_what_every_campaign_has(source):
+    validate_template(template=MessageTemplateFactory.build(channel="sms", sms_text=f"回来看看 {source}"))
+
+
+@pytest.mark.parametrize("source, variable", [
+    ("你喜欢的{{ favourite_category }}上新了", "favourite_category"),  # not every customer has one
+    ("试用{{ offer.trial_days|default_if_none:'14' }}天", "offer.trial_days"),  # missing is "", never None
+    ("{{ offer }}", "offer"),  # a dict would print as Python
+])
+def test_what_would_print_nothing_or_nonsense_for_some_customers_is_refused_on_save(source, variable):
+    Category.objects.create(key="beauty", label_zh_hans="美妆", label_en="beauty")
+    with pytest.raises(TemplateRenderError) as refused:
+        validate_template(template=MessageTemplateFactory.build(channel="sms", sms_text=source), offer=OfferFactory())
+    assert refused.value.variable == variable
+
+
+def test_an_english_sms_ends_with_the_english_opt_out(settings, tmp_path):
+    import json
+
+    from campaigns.channels.base import OutboundMessage
+    from campaigns.channels.sms import SmsTransport
+    from campaigns.models import ChannelPolicy
+
+    settings.SMS_BACKEND, settings.SMS_FILE_PATH = "file", str(tmp_path / "sms.jsonl")
+    ChannelPolicy.objects.filter(channel="sms").update(quiet_hours_enabled=False)
+    template = MessageTemplateFactory(channel="sms", locale="en", sms_text="{{ customer.first_name }}, we miss you")
+    campaign = CampaignFactory(channels=["sms"], sms_template=template, offer=OfferFactory())
+    customer = CustomerFactory(locale="en-US", name="Emma Clarke", phone="+16465550100")
+    grant = OfferGrantFactory(offer=campaign.offer, customer=customer, campaign=campaign)
+    rendered = render_message(template=template, customer=customer, campaign=campaign, grant=grant)
+
+    SmsTransport().send(OutboundMessage(to=customer.phone, rendered=rendered, customer=customer, campaign=campaign))
+
+    text = json.loads((tmp_path / "sms.jsonl").read_text())["text"]
+    assert text.startswith("【青禾生活】Emma, we miss you. Claim: https://winback.example.com/offers/claim/")
+    assert text.endswith("/ Reply STOP to opt out") and "退订" not in text
+
+
+@pytest.mark.parametrize(("customer_locale", "brand_locale", "content_language"), [
+    ("", "zh-hans", "zh-CN"),  # no language of their own: the brand's, as the message was
+    ("fr", "zh-hans", "zh-CN"),
+    ("fr", "en", "en"),
+])
+def test_the_unsubscribe_and_preference_pages_answer_in_the_messages_language(client, customer_locale, brand_locale,
+                                                                               content_language):
+    campaign = CampaignFactory(brand=BrandFactory(default_locale=brand_locale), email_template=bilingual_email_template())
+    customer = CustomerFactory(locale=customer_locale)
+    message = render_message(template=campaign.email_template, customer=customer, campaign=campaign)
+
+    for url in (message.unsubscribe_url, message.preferences_url):
+        page = client.get(url.removeprefix("https://winback.example.com"))
+        assert page.status_code == 200 and page["Content-Language"] == content_language
