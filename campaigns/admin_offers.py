@@ -22,6 +22,7 @@ from django.utils.html import format_html
 
 from campaigns.api.tokens import api_token_create, api_tokens_revoke
 from campaigns.models import (
+    ApiScope,
     ApiToken,
     Campaign,
     ContactPolicy,
@@ -480,22 +481,45 @@ class MessageTemplateAdmin(ImportExportAdmin):
 # API tokens ---------------------------------------------------------------------------------
 
 
+class ApiTokenCreateForm(forms.ModelForm):
+    """A token's scopes are chosen when it is made and never widened: a token needing more
+    is a new token (the old one is revoked), so what a leaked key could do is known."""
+
+    scopes = forms.MultipleChoiceField(
+        choices=ApiScope.choices, widget=forms.CheckboxSelectMultiple,
+        help_text="Only what the calling system needs: e.g. an order system needs only redemptions:write.",
+    )
+
+    class Meta:
+        model = ApiToken
+        fields = ["name", "scopes"]
+
+
 @admin.register(ApiToken)
 class ApiTokenAdmin(admin.ModelAdmin):
-    list_display = ["name", "prefix", "created_by", "created_at", "last_used_at", "revoked_at", "active"]
+    list_display = ["name", "prefix", "scope_list", "created_by", "created_at", "last_used_at", "revoked_at", "active"]
     list_filter = [("revoked_at", admin.EmptyFieldListFilter)]
     search_fields = ["name", "=prefix"]
     actions = ["revoke"]
 
     def get_fields(self, request, obj=None):
         if obj is None:
-            return ["name"]
-        return ["name", "prefix", "created_by", "created_at", "last_used_at", "revoked_at"]
+            return ["name", "scopes"]
+        return ["name", "prefix", "scope_list", "created_by", "created_at", "last_used_at", "revoked_at"]
 
     def get_readonly_fields(self, request, obj=None):
         if obj is None:
             return []
-        return ["prefix", "created_by", "created_at", "last_used_at", "revoked_at"]
+        return ["prefix", "scope_list", "created_by", "created_at", "last_used_at", "revoked_at"]
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        if obj is None:
+            kwargs["form"] = ApiTokenCreateForm
+        return super().get_form(request, obj, change=change, **kwargs)
+
+    @admin.display(description="Scopes")
+    def scope_list(self, obj):
+        return ", ".join(obj.scopes or []) or "—"
 
     def has_delete_permission(self, request, obj=None):
         return False  # revoke instead: the row says who made the token and when it was last used
@@ -508,9 +532,9 @@ class ApiTokenAdmin(admin.ModelAdmin):
         if change:
             obj.save(update_fields=["name"])
             return
-        created = api_token_create(name=obj.name, created_by=request.user)
+        created = api_token_create(name=obj.name, scopes=form.cleaned_data["scopes"], created_by=request.user)
         obj.pk, obj.prefix, obj.key_hash = created.token.pk, created.token.prefix, created.token.key_hash
-        obj.created_by, obj.created_at = created.token.created_by, created.token.created_at
+        obj.created_by, obj.created_at, obj.scopes = created.token.created_by, created.token.created_at, created.token.scopes
         obj._state.adding, obj._state.db = False, created.token._state.db
         request._api_token_key = created.key
 

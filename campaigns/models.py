@@ -13,6 +13,7 @@ from django.db import models
 from django.utils import timezone
 
 from consent.models import Channel
+from reactivation.models import Category
 
 
 # Languages of messages -------------------------------------------------------------------------
@@ -129,6 +130,10 @@ class Offer(models.Model):
             errors["trial_days"] = "A free trial needs a plan and a number of days."
         elif self.kind == self.Kind.EXCLUSIVE_ACCESS and not (self.access_title and self.access_url):
             errors["access_url"] = "Exclusive access needs a title and a URL."
+        if self.category and not Category.objects.filter(key=self.category).exists():
+            # Messages and the claim page name the category in the customer's language.
+            errors["category"] = (f"Give the category “{self.category}” its labels first (Categories), "
+                                  "so messages can name it in each customer's language.")
         if errors:
             raise ValidationError(errors)
 
@@ -534,10 +539,24 @@ class InboxMessage(models.Model):
         return self.title
 
 
+class ApiScope(models.TextChoices):
+    """What a token may do, chosen when it is made (least privilege: a shop's order system needs
+    redemptions:write, its app backend inbox:read, its event pipeline events:write)."""
+
+    EVENTS_WRITE = "events:write", "Record activity events (POST /api/v1/events/)"
+    INBOX_READ = "inbox:read", "Read customers' in-app messages and mark them read"
+    REDEMPTIONS_WRITE = "redemptions:write", "Record coupon redemptions (POST /api/v1/redemptions/)"
+    CUSTOMERS_LOOKUP = "customers:lookup", "Tell an unknown customer (404) from one without messages"
+    # Reserved for endpoints to come; granting them now gives nothing yet.
+    GRANTS_READ = "grants:read", "Read offer grants (reserved)"
+    RESULTS_READ = "results:read", "Read campaign results (reserved)"
+
+
 class ApiToken(models.Model):
     """A token for the product's servers to call /api/v1/. Only a hash is stored."""
 
     name = models.CharField(max_length=100)
+    scopes = models.JSONField(default=list, blank=True, help_text="ApiScope values; chosen at creation.")
     prefix = models.CharField(max_length=12, unique=True, editable=False)
     key_hash = models.CharField(max_length=64, editable=False)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
@@ -547,3 +566,6 @@ class ApiToken(models.Model):
 
     def __str__(self):
         return f"{self.name} ({self.prefix}…)"
+
+    def has_scope(self, scope: str) -> bool:
+        return scope in (self.scopes or [])

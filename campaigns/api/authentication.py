@@ -1,7 +1,7 @@
 """``Authorization: Bearer <token>`` with tokens from the admin (see ``campaigns.api.tokens``)."""
 
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
-from rest_framework import authentication, exceptions
+from rest_framework import authentication, exceptions, permissions
 
 from campaigns.api.tokens import TokenInvalid, api_token_check
 
@@ -42,6 +42,18 @@ class ApiTokenAuthentication(authentication.BaseAuthentication):
 
     def authenticate_header(self, request):
         return f'{self.keyword} realm="api"'
+
+
+class HasScope(permissions.BasePermission):
+    """The token carries the view's ``required_scope``; otherwise 403 naming the scope."""
+
+    def has_permission(self, request, view):
+        scope = getattr(view, "required_scope", None)
+        token = request.auth
+        if scope is None or token is None or not token.has_scope(scope):
+            self.message = f"This token lacks the scope {scope}." if scope else "This endpoint needs a scope."
+            return False
+        return True
 
 
 class ApiTokenScheme(OpenApiAuthenticationExtension):

@@ -15,7 +15,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from campaigns.models import ApiToken
+from campaigns.models import ApiScope, ApiToken
 
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 
@@ -31,10 +31,15 @@ def _hash(key: str) -> str:
 
 
 @transaction.atomic
-def api_token_create(*, name: str, created_by=None) -> CreatedToken:
+def api_token_create(*, name: str, scopes: list[str], created_by=None) -> CreatedToken:
+    """A new token allowed exactly ``scopes`` (ApiScope values; raises ValueError for others)."""
+    unknown = set(scopes) - set(ApiScope.values)
+    if unknown:
+        raise ValueError(f"Unknown API scope(s) {sorted(unknown)}; expected some of {ApiScope.values}.")
     prefix = "wb_" + secrets.token_hex(4)
     key = f"{prefix}.{secrets.token_urlsafe(32)}"
-    token = ApiToken.objects.create(name=name, prefix=prefix, key_hash=_hash(key), created_by=created_by)
+    token = ApiToken.objects.create(name=name, prefix=prefix, key_hash=_hash(key), created_by=created_by,
+                                    scopes=[scope for scope in ApiScope.values if scope in scopes])
     return CreatedToken(token=token, key=key)
 
 

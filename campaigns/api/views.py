@@ -13,7 +13,7 @@ from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from campaigns.api.authentication import ApiTokenAuthentication
+from campaigns.api.authentication import ApiTokenAuthentication, HasScope
 from campaigns.api.serializers import (
     EVENTS_MAX_BATCH,
     EventSerializer,
@@ -24,7 +24,7 @@ from campaigns.api.serializers import (
     RefusalSerializer,
 )
 from campaigns.inbox import inbox_for_customer, inbox_message_read, inbox_unread_count
-from campaigns.models import InboxMessage
+from campaigns.models import ApiScope, InboxMessage
 from campaigns.offers import RedeemRefusal, RedemptionRefused, redemption_record
 from reactivation.models import ActivityEvent, Customer
 
@@ -36,8 +36,11 @@ MESSAGE_ID = OpenApiParameter("message_id", OpenApiTypes.INT, OpenApiParameter.P
 
 
 class ApiView(APIView):
+    """A token is required (401 without), and it must carry the view's ``required_scope`` (403)."""
+
     authentication_classes = [ApiTokenAuthentication]
-    permission_classes = [IsAuthenticated]
+    permission_classes = [IsAuthenticated, HasScope]
+    required_scope: str
 
 
 def _external_id_usable(external_id: str) -> bool:
@@ -70,24 +73,33 @@ class InboxPagination(PageNumberPagination):
 
 class InboxListView(ApiView):
     pagination_class = InboxPagination
+    required_scope = ApiScope.INBOX_READ
 
     @extend_schema(
         operation_id="inbox_list",
         parameters=[EXTERNAL_ID],
-        responses={200: InboxMessageSerializer(many=True), 404: OpenApiResponse(description="Unknown customer.")},
+        responses={200: InboxMessageSerializer(many=True),
+                   404: OpenApiResponse(description="Unknown customer (only to a token with customers:lookup).")},
         summary="A customer's in-app messages, newest first, with the unread count.",
     )
     def get(self, request, external_id: str):
-        if not _external_id_usable(external_id):
-            raise NotFound("No Customer matches the given query.")
-        customer = get_object_or_404(Customer, external_id=external_id)
+        customer = Customer.objects.filter(external_id=external_id).first() if _external_id_usable(external_id) else None
         paginator = self.pagination_class()
+        if customer is None:
+            if request.auth.has_scope(ApiScope.CUSTOMERS_LOOKUP):
+                raise NotFound("No Customer matches the given query.")
+            # Without customers:lookup an unknown customer is a customer with no messages, so
+            # the token cannot be used to learn which external ids exist.
+            paginator.paginate_queryset(InboxMessage.objects.none(), request, view=self)
+            return paginator.get_paginated_response([], unread_count=0)
+
         page = paginator.paginate_queryset(inbox_for_customer(customer=customer), request, view=self)
         data = InboxMessageSerializer(page, many=True).data
         return paginator.get_paginated_response(data, unread_count=inbox_unread_count(customer=customer))
 
 
 class InboxReadView(ApiView):
+    required_scope = ApiScope.INBOX_READ
     @extend_schema(
         operation_id="inbox_read",
         parameters=[EXTERNAL_ID, MESSAGE_ID],
@@ -106,6 +118,7 @@ class InboxReadView(ApiView):
 
 
 class RedemptionCreateView(ApiView):
+    required_scope = ApiScope.REDEMPTIONS_WRITE
     @extend_schema(
         operation_id="redemption_create",
         request=RedemptionRequestSerializer,
@@ -133,6 +146,7 @@ class RedemptionCreateView(ApiView):
 
 
 class EventsView(ApiView):
+    required_scope = ApiScope.EVENTS_WRITE
     @extend_schema(
         operation_id="events_create",
         request=EventSerializer(many=True),

@@ -48,7 +48,7 @@ def test_every_page_opens_for_a_superuser(admin_client):
     redemption = Redemption.objects.create(grant=grant, customer=grant.customer)
     template = MessageTemplateFactory()
     inbox = InboxMessageFactory()
-    admin_client.post(reverse("admin:campaigns_apitoken_add"), {"name": "t"})
+    admin_client.post(reverse("admin:campaigns_apitoken_add"), {"name": "t", "scopes": ["inbox:read"]})
     token = ApiToken.objects.get()
     pages = [
         ("offer", grant.offer.pk), ("offergrant", grant.pk), ("redemption", redemption.pk),
@@ -274,7 +274,7 @@ def test_test_send_needs_change_permission(client):
 
 
 def test_a_new_token_is_shown_once_and_works(admin_client):
-    response = admin_client.post(reverse("admin:campaigns_apitoken_add"), {"name": "shop backend"})
+    response = admin_client.post(reverse("admin:campaigns_apitoken_add"), {"name": "shop backend", "scopes": ["inbox:read"]})
     assert response.status_code == 200
     assert "no-store" in response["Cache-Control"]
     key = response.context["key"]
@@ -290,8 +290,19 @@ def test_a_new_token_is_shown_once_and_works(admin_client):
     assert api.status_code == 200
 
 
+def test_a_token_gets_exactly_the_scopes_chosen_and_needs_at_least_one(admin_client):
+    refused = admin_client.post(reverse("admin:campaigns_apitoken_add"), {"name": "nothing"})
+    assert refused.status_code == 200 and "This field is required" in refused.content.decode()
+    assert not ApiToken.objects.exists()
+    admin_client.post(reverse("admin:campaigns_apitoken_add"), {"name": "orders", "scopes": ["redemptions:write"]})
+    token = ApiToken.objects.get()
+    assert token.scopes == ["redemptions:write"]
+    page = admin_client.get(reverse("admin:campaigns_apitoken_change", args=[token.pk])).content.decode()
+    assert "redemptions:write" in page and 'name="scopes"' not in page  # shown, never widened
+
+
 def test_revoke_action(admin_client):
-    admin_client.post(reverse("admin:campaigns_apitoken_add"), {"name": "a"})
+    admin_client.post(reverse("admin:campaigns_apitoken_add"), {"name": "a", "scopes": ["events:write"]})
     token = ApiToken.objects.get()
     response = admin_client.post(reverse("admin:campaigns_apitoken_changelist"),
                                  {"action": "revoke", "_selected_action": [token.pk]}, follow=True)

@@ -21,9 +21,12 @@ from tests.factories import CustomerFactory, InboxMessageFactory, OfferFactory, 
 pytestmark = pytest.mark.django_db
 
 
+ALL_RIGHTS = ["events:write", "inbox:read", "redemptions:write", "customers:lookup"]
+
+
 @pytest.fixture
 def token():
-    return api_token_create(name="shop backend")
+    return api_token_create(name="shop backend", scopes=ALL_RIGHTS)
 
 
 @pytest.fixture
@@ -529,3 +532,71 @@ def test_brackets_inside_strings_do_not_count_as_nesting():
 def test_a_form_body_is_415(api):
     response = api.post("/api/v1/redemptions/", "code=x&external_id=y", content_type="application/x-www-form-urlencoded")
     assert response.status_code == 415
+
+
+# Scopes: least privilege ---------------------------------------------------------------------
+
+
+def _client_with(*scopes):
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {api_token_create(name='t', scopes=list(scopes)).key}")
+    return client
+
+
+@pytest.mark.parametrize(("method", "url", "scope"), [
+    ("get", "/api/v1/customers/C1/inbox/", "inbox:read"),
+    ("post", "/api/v1/customers/C1/inbox/1/read/", "inbox:read"),
+    ("post", "/api/v1/redemptions/", "redemptions:write"),
+    ("post", "/api/v1/events/", "events:write"),
+])
+def test_each_endpoint_needs_its_scope(method, url, scope):
+    others = [s for s in ALL_RIGHTS if s != scope]
+    response = getattr(_client_with(*others), method)(url, [] if "events" in url else {}, format="json")
+    assert response.status_code == 403
+    assert response.json()["detail"] == f"This token lacks the scope {scope}."
+    assert getattr(_client_with(scope), method)(url, [] if "events" in url else {}, format="json").status_code != 403
+
+
+def test_a_token_without_scopes_can_do_nothing_but_is_still_a_token():
+    client = _client_with()
+    assert client.post("/api/v1/events/", [], format="json").status_code == 403
+    assert APIClient().post("/api/v1/events/", [], format="json").status_code == 401
+    assert not ActivityEvent.objects.exists()
+
+
+def test_without_customers_lookup_an_unknown_customer_looks_like_an_empty_inbox():
+    # given a customer without messages, and an external id nobody has
+    quiet = CustomerFactory()
+    client = _client_with("inbox:read")
+    # when a token that may only read inboxes asks for both
+    known = client.get(reverse("api-inbox", args=[quiet.external_id]))
+    unknown = client.get(reverse("api-inbox", args=["nobody-has-this-id"]))
+    # then the answers are the same, so the token cannot tell which ids exist
+    assert known.status_code == unknown.status_code == 200
+    assert known.json() == unknown.json() == {"count": 0, "unread_count": 0, "next": None, "previous": None, "results": []}
+    assert client.get(reverse("api-inbox", args=[quiet.external_id]) + "?page=2").status_code == \
+        client.get(reverse("api-inbox", args=["nobody-has-this-id"]) + "?page=2").status_code
+    # and with customers:lookup the unknown one is a 404
+    assert _client_with("inbox:read", "customers:lookup").get(reverse("api-inbox", args=["nobody-has-this-id"])).status_code == 404
+
+
+def test_a_token_is_made_with_known_scopes_only():
+    with pytest.raises(ValueError, match="Unknown API scope"):
+        api_token_create(name="t", scopes=["admin:all"])
+    assert api_token_create(name="t", scopes=["inbox:read", "events:write"]).token.scopes == ["events:write", "inbox:read"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_tokens_made_before_scopes_keep_every_right_they_had():
+    from django.db import connection
+    from django.db.migrations.executor import MigrationExecutor
+
+    executor = MigrationExecutor(connection)
+    before = [("campaigns", "0012_delivery_claimed_unknown_lease")]
+    executor.migrate(before)
+    old_apps = executor.loader.project_state(before).apps
+    old_apps.get_model("campaigns", "ApiToken").objects.create(name="old", prefix="wb_0000abcd", key_hash="0" * 64)
+    executor = MigrationExecutor(connection)
+    executor.loader.build_graph()
+    executor.migrate(executor.loader.graph.leaf_nodes())
+    assert ApiToken.objects.get(prefix="wb_0000abcd").scopes == ALL_RIGHTS

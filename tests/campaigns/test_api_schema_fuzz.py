@@ -63,7 +63,7 @@ def token_key(db):
     customer = CustomerFactory(external_id="DEMO-000001")
     InboxMessageFactory.create_batch(3, customer=customer)
     OfferGrantFactory(customer=customer)
-    return api_token_create(name="fuzz").key
+    return api_token_create(name="fuzz", scopes=["events:write", "inbox:read", "redemptions:write", "customers:lookup"]).key
 
 
 def test_every_operation_of_the_schema_is_fuzzed(api_schema):
