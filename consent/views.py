@@ -290,10 +290,15 @@ FORM_ENCODINGS = ("utf-8", "gb18030")
 
 
 def _form_fields(request) -> dict[str, str]:
-    """The webhook's form fields. Multipart is Django's to decode. A urlencoded body is decoded
-    here, in its declared charset, else as UTF-8, else as GB18030: Django refuses a declared
-    non-UTF-8 charset outright and reads undeclared GBK bytes as UTF-8, storing U+FFFD where
-    the text was (so 退订 would not be recognised)."""
+    """The webhook's form fields, without NUL characters (PostgreSQL text cannot hold one; in an
+    SMS it is noise). Multipart is Django's to decode. A urlencoded body is decoded here, in its
+    declared charset, else as UTF-8, else as GB18030: Django refuses a declared non-UTF-8
+    charset outright and reads undeclared GBK bytes as UTF-8, storing U+FFFD where the text was
+    (so 退订 would not be recognised)."""
+    return {key.replace("\x00", ""): value.replace("\x00", "") for key, value in _decoded_fields(request).items()}
+
+
+def _decoded_fields(request) -> dict[str, str]:
     if request.content_type != "application/x-www-form-urlencoded":
         return {key: request.POST.get(key) for key in request.POST}
     declared = request.content_params.get("charset", "").strip().lower()

@@ -503,3 +503,13 @@ def test_a_text_longer_than_a_few_sms_is_stored_cut_with_a_note():
 def test_a_long_unknown_sender_opt_out_note_stays_short():
     _post({"from": "13700001111", "text": "TD"})
     assert len(Suppression.objects.get().note) < 200
+
+
+def test_nul_characters_anywhere_in_the_form_are_dropped_not_a_500():
+    # PostgreSQL text cannot hold NUL: storing one would raise
+    customer = _sms_customer()
+    response = _post({"from": "+86138\x0012345678", "text": "T\x00D", "id": "p\x00-1"})
+    assert response.status_code == 200 and response.json()["outcome"] == "withdraw"
+    reply = SmsReply.objects.get()
+    assert (reply.sender, reply.text, reply.provider_id) == ("+8613812345678", "TD", "p-1")
+    assert not consent_is_granted(customer=customer, channel="sms")
