@@ -12,7 +12,6 @@ from django import forms
 from django.db import models
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.core.mail import EmailMultiAlternatives
 from django.core.validators import validate_email
 from django.http import HttpResponseRedirect
 from django.shortcuts import get_object_or_404
@@ -21,6 +20,8 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 
 from campaigns.api.tokens import api_token_create, api_tokens_revoke
+from campaigns.channels.registry import transport_for
+from campaigns.channels.sms import sms_compose_for
 from campaigns.models import (
     ApiScope,
     ApiToken,
@@ -41,10 +42,9 @@ from campaigns.rendering import (
     render_message,
     sample_customer,
     sample_grant,
-    validate_template,
+    validate_template_in_use,
 )
 from campaigns.resources import MessageTemplateResource, OfferResource
-from campaigns.selectors import campaigns_using
 from campaigns.sms_length import sms_parts
 from consent.models import Channel
 from core.admin_site import ImportExportAdmin, PersonalLookupGuardMixin, ReadOnlyAdminMixin
@@ -247,13 +247,8 @@ class MessageTemplateForm(forms.ModelForm):
             return cleaned
         candidate = MessageTemplate(**{f: cleaned.get(f, "") for f in ("name", "channel", "locale", *TEMPLATE_CONTENT_FIELDS)})
         try:
-            # Alone (each language variant is checked by its own inline form), then with the
-            # offer of every campaign that already uses it: a template edited after the campaign
-            # was saved must not start printing a field that campaign's offer lacks.
-            validate_template(template=candidate, translations=[])
-            if self.instance.pk is not None:
-                for campaign in campaigns_using(template=self.instance):
-                    validate_template(template=candidate, campaign=campaign, translations=[])
+            # Each language variant is checked by its own inline form.
+            validate_template_in_use(candidate=candidate, saved=self.instance, translations=[])
         except TemplateRenderError as exc:
             field = exc.field if exc.field in self.fields else None
             self.add_error(field, f"This template cannot be rendered: {exc}")
@@ -275,11 +270,11 @@ class MessageTemplateTranslationForm(forms.ModelForm):
             name=template.name, channel=template.channel, locale=cleaned.get("locale") or "",
             **{f: cleaned.get(f, "") for f in TEMPLATE_CONTENT_FIELDS},
         )
+        if candidate.locale == template.locale:
+            self.add_error("locale", "The template itself is in this language: choose another one.")
+            return cleaned
         try:
-            validate_template(template=candidate, translations=[])
-            if template.pk is not None:
-                for campaign in campaigns_using(template=template):
-                    validate_template(template=candidate, campaign=campaign, translations=[])
+            validate_template_in_use(candidate=candidate, saved=template, translations=[])
         except TemplateRenderError as exc:
             field = exc.field if exc.field in self.fields else None
             self.add_error(field, f"This variant cannot be rendered: {exc}")
@@ -324,31 +319,16 @@ class TestSendForm(forms.Form):
         return phone
 
 
-def _sms_with_policy(text: str, brand=None) -> str:
+def _sms_with_policy(text: str, brand=None, language: str = "") -> str:
     # The SMS transport adds these; counting them here shows the marketer what is billed.
-    from campaigns.channels.sms import sms_compose_for
-
-    return sms_compose_for(text=text, brand=brand, contact_policy=ContactPolicy.current())
+    return sms_compose_for(text=text, brand=brand, contact_policy=ContactPolicy.current(), language=language)
 
 
-def send_test_message(*, channel: str, to: str, message, template) -> str:
-    """Send a one-off test. Not a marketing delivery: no Delivery row, so no cap counts it.
-
-    Uses the channel transport when the pipeline's registry provides it; email falls back to
-    Django's mail backend. Returns a short description of what was done.
-    """
-    try:
-        from campaigns.channels.registry import transport_for  # the pipeline's transports
-    except ImportError:
-        transport_for = None
-    if transport_for is not None and hasattr(transport_for(channel), "send_test"):
-        return transport_for(channel).send_test(to=to, message=message) or "sent"
-    if channel == Channel.EMAIL:
-        mail = EmailMultiAlternatives(subject=f"[TEST] {message.subject}", body=message.text, to=[to])
-        mail.attach_alternative(message.html, "text/html")
-        mail.send()
-        return "sent by email"
-    raise RuntimeError(f"No transport is available for test sends on the {channel} channel.")
+def send_test_message(*, channel: str, to: str, message, template, brand=None) -> str:
+    """Send a one-off test as the campaign's ``brand`` would (its From, Reply-To and SMS
+    signature; DEFAULT_FROM_EMAIL and the contact policy's signature without one). Not a
+    marketing delivery: no Delivery row, so no cap counts it. Returns what was done."""
+    return transport_for(channel).send_test(to=to, message=message, brand=brand) or "sent"
 
 
 @admin.register(MessageTemplate)
@@ -456,7 +436,8 @@ class MessageTemplateAdmin(ImportExportAdmin):
                 to = send_form.cleaned_data["to"]
                 masked = mask_email(to) if template.channel == Channel.EMAIL else mask_phone(to)
                 try:
-                    outcome = send_test_message(channel=template.channel, to=to, message=message, template=template)
+                    outcome = send_test_message(channel=template.channel, to=to, message=message, template=template,
+                                                brand=campaign.brand if campaign is not None else None)
                 except Exception as exc:  # noqa: BLE001 - shown to the marketer, who can fix the address or settings
                     logger.warning("test send failed template=%s to=%s: %s", template.pk, masked, exc)
                     self.message_user(request, f"The test could not be sent: {exc}", messages.ERROR)
@@ -467,7 +448,8 @@ class MessageTemplateAdmin(ImportExportAdmin):
 
         sms = None
         if message is not None and template.channel == Channel.SMS:
-            full = _sms_with_policy(message.text, brand=campaign.brand if campaign is not None else None)
+            full = _sms_with_policy(message.text, brand=campaign.brand if campaign is not None else None,
+                                    language=message.language)
             sms = {"body": sms_parts(message.text), "full_text": full, "full": sms_parts(full)}
         context = {
             **self.admin_site.each_context(request),

@@ -50,6 +50,7 @@ from campaigns.models import (
     message_language,
 )
 from campaigns.offer_copy import offer_headline
+from campaigns.selectors import campaigns_using
 from consent.models import Channel
 from core import tokens
 from reactivation.categories import category_label
@@ -866,6 +867,18 @@ def _as_template(template, content):
         return template
     return MessageTemplate(name=template.name, channel=template.channel, locale=content.locale,
                            **{field: getattr(content, field) for field in TEMPLATE_CONTENT_FIELDS})
+
+
+def validate_template_in_use(*, candidate, saved=None, translations=None) -> RenderedMessage:
+    """What saving a template checks (admin form, import): ``candidate`` renders on its own,
+    and with the offer of every campaign that already sends ``saved`` (the stored template it
+    replaces): a template edited after its campaign was saved must not start printing a field
+    that campaign's offer lacks."""
+    message = validate_template(template=candidate, translations=translations)
+    if saved is not None and saved.pk is not None:
+        for campaign in campaigns_using(template=saved):
+            validate_template(template=candidate, campaign=campaign, translations=translations)
+    return message
 
 
 def validate_campaign_templates(*, campaign) -> None:

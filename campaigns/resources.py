@@ -1,13 +1,14 @@
 """django-import-export resources for offers and message templates.
 
 Rows are matched by ``name``. Every exported cell and header is neutralized against formula
-injection and datetimes read every form our imports accept (core.exports.SafeModelResource). Imported offers go through the model's ``clean``; imported templates must
-render, exactly as when saved in the admin. Counters (``granted_count``) are exported but never
+injection and datetimes read every form our imports accept (core.exports.SafeModelResource).
+Imported offers go through the model's ``clean``; imported templates must render, exactly as
+when saved in the admin (on their own and with the offer of every campaign sending them). Counters (``granted_count``) are exported but never
 imported: only grants move them.
 """
 
 from campaigns.models import MessageTemplate, Offer
-from campaigns.rendering import TemplateRenderError, validate_template
+from campaigns.rendering import TemplateRenderError, validate_template_in_use
 from core.exports import SafeModelResource
 
 OFFER_FIELDS = (
@@ -39,7 +40,8 @@ class MessageTemplateResource(SafeModelResource):
     class Meta:
         model = MessageTemplate
         import_id_fields = ("name",)
-        fields = ("name", "channel", "subject", "html_body", "text_body", "sms_text", "title", "body", "deep_link")
+        fields = ("name", "channel", "locale", "subject", "html_body", "text_body", "sms_text", "title", "body",
+                  "deep_link")
         export_order = fields
         skip_unchanged = True
         clean_model_instances = True
@@ -47,7 +49,8 @@ class MessageTemplateResource(SafeModelResource):
     def validate_instance(self, instance, import_validation_errors=None, validate_unique=True):
         errors = dict(import_validation_errors or {})
         try:
-            validate_template(template=instance)
+            # As the admin form does, with the language variants already stored for it.
+            validate_template_in_use(candidate=instance, saved=instance)
         except TemplateRenderError as exc:
             errors.setdefault(exc.field or "channel", []).append(exc.message)
         super().validate_instance(instance, errors or None, validate_unique)

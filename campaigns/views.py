@@ -7,7 +7,6 @@ table below rather than gettext, so it needs no compiled catalogs on the server.
 """
 
 import logging
-import zoneinfo
 
 from django.shortcuts import render
 from django.utils import timezone
@@ -17,6 +16,7 @@ from campaigns.links import shop_link
 from campaigns.models import MessageLanguage, OfferGrant, message_language
 from campaigns.offer_copy import offer_headline, offer_how_to_use
 from campaigns.offers import RedeemRefusal
+from campaigns.quiet_hours import customer_zone
 from core.tokens import BadToken, claim_token_read
 
 logger = logging.getLogger(__name__)
@@ -114,7 +114,7 @@ def claim(request, token: str):
     )
     t = STRINGS[language]
     status = _status(grant)
-    expires_at = timezone.localtime(grant.expires_at, _customer_zone(customer)) if grant.expires_at else None
+    expires_at = timezone.localtime(grant.expires_at, customer_zone(customer.timezone)) if grant.expires_at else None
 
     name = _display_name(customer.name, language)
     # Exclusive access leads to its own page while it lasts; everything else to the shop.
@@ -177,16 +177,9 @@ def _display_name(name: str, language: str) -> str:
     return name.split()[0] if language == MessageLanguage.EN and " " in name else name
 
 
-def _customer_zone(customer):
-    try:
-        return zoneinfo.ZoneInfo(customer.timezone) if customer.timezone else timezone.get_default_timezone()
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        return timezone.get_default_timezone()
-
-
 def _not_found(request):
-    # Forged, damaged and unknown tokens look the same: nothing says which it was. The token is
-    # not logged: it opens the page of a grant worth money.
+    # Forged, damaged and unknown tokens look the same: nothing says which it was. Only invalid
+    # tokens reach here, so Django's "Not Found: <path>" log line holds no working one.
     logger.info("offer_claim_not_found")
     response = render(request, "campaigns/claim_invalid.html", status=404)
     response["Content-Language"] = "zh-CN, en"

@@ -81,13 +81,13 @@ def absolute_url(path: str) -> str:
     return settings.SITE_URL + path
 
 
-def unsubscribe_url(*, customer_id: int, channel: str) -> str:
-    token = unsubscribe_token_make(customer_id=customer_id, channel=channel)
+def unsubscribe_url(*, customer_id: int, channel: str, language: str = "") -> str:
+    token = unsubscribe_token_make(customer_id=customer_id, channel=channel, language=language)
     return absolute_url(reverse("consent:unsubscribe", args=[token]))
 
 
-def preferences_url(*, customer_id: int, channel: str = "email") -> str:
-    token = unsubscribe_token_make(customer_id=customer_id, channel=channel)
+def preferences_url(*, customer_id: int, channel: str = "email", language: str = "") -> str:
+    token = unsubscribe_token_make(customer_id=customer_id, channel=channel, language=language)
     return absolute_url(reverse("consent:preferences", args=[token]))
 
 

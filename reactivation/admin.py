@@ -29,8 +29,8 @@ from core.exports import audience_export_response, customers_export_response
 from core.masking import can_view_personal_data, mask_email, mask_personal_text, mask_phone
 from core.phones import normalize_email, normalize_phone
 from reactivation.models import (
-    Category,
     ActivityEvent,
+    Category,
     Customer,
     DormancyReason,
     DormancyRule,
@@ -573,7 +573,6 @@ class SegmentAdmin(ImportExportAdmin):
             return audience_export_response(
                 customers=segment_audience(segment=segment), user=request.user, filename=f"audience-segment-{segment.pk}"
             )
-
 
 
 @admin.register(Category)

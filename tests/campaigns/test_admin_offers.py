@@ -1,4 +1,5 @@
 import io
+import json
 from unittest import mock
 
 import pytest
@@ -162,6 +163,16 @@ def test_a_language_variant_that_cannot_be_rendered_is_refused(admin_client):
     assert response.status_code == 200
     errors = response.context["inline_admin_formsets"][0].formset.forms[0].errors
     assert "customer.email" in errors["subject"][0]
+    assert not MessageTemplate.objects.exists()
+
+
+def test_a_language_variant_in_the_templates_own_language_is_refused(admin_client):
+    response = admin_client.post(reverse("admin:campaigns_messagetemplate_add"), template_form(
+        **{"translations-TOTAL_FORMS": 1, "translations-INITIAL_FORMS": 0, "translations-0-locale": "zh-hans",
+           "translations-0-subject": "你好", "translations-0-html_body": "<p>hi</p>"},
+    ))
+    assert response.status_code == 200
+    assert "locale" in response.context["inline_admin_formsets"][0].formset.forms[0].errors
     assert not MessageTemplate.objects.exists()
 
 
@@ -332,35 +343,36 @@ def test_redemption_import_needs_add_permission(client):
 
 
 def test_test_sms_goes_through_the_sms_transport_with_a_normalized_phone(admin_client):
-    import sys
-    import types
-
     sent = []
 
     class FakeSmsTransport:
-        def send_test(self, *, to, message):
-            sent.append((to, message.text))
+        def send_test(self, *, to, message, brand=None):
+            sent.append((to, message.text, brand))
             return "sent by sms"
 
-    registry = types.ModuleType("campaigns.channels.registry")
-    registry.transport_for = lambda channel: FakeSmsTransport()
     template = MessageTemplateFactory(channel="sms", sms_text="{{ customer.name }}，好久不见")
-    with mock.patch.dict(sys.modules, {"campaigns.channels": types.ModuleType("campaigns.channels"),
-                                       "campaigns.channels.registry": registry}):
+    with mock.patch("campaigns.admin_offers.transport_for", lambda channel: FakeSmsTransport()):
         response = admin_client.post(preview_url(template), {"to": "138 0013 8000", "send_test": "1"})
     assert response.status_code == 302
-    assert sent == [("+8613800138000", "张伟，好久不见")]
+    assert sent == [("+8613800138000", "张伟，好久不见", None)]
     assert not Delivery.objects.exists()
 
 
-def test_test_sms_without_a_transport_reports_the_error(admin_client):
-    import sys
+def test_a_test_sms_for_a_campaign_is_signed_by_its_brand(admin_client, settings, tmp_path):
+    settings.SMS_BACKEND, settings.SMS_FILE_PATH = "file", str(tmp_path / "sms.jsonl")
+    template = MessageTemplateFactory(channel="sms", sms_text="好久不见")
+    campaign = CampaignFactory(channels=["sms"], sms_template=template, brand=BrandFactory(sms_signature="青禾"))
+    response = admin_client.post(preview_url(template) + f"?campaign={campaign.pk}",
+                                 {"to": "+8613800138000", "send_test": "1", "campaign": campaign.pk})
+    assert response.status_code == 302
+    assert json.loads((tmp_path / "sms.jsonl").read_text())["text"] == "【青禾】好久不见。回复TD退订"
 
+
+def test_a_test_send_the_provider_refuses_reports_the_error(admin_client, settings):
+    settings.SMS_BACKEND, settings.SMS_HTTP_URL = "http", ""
     template = MessageTemplateFactory(channel="sms", sms_text="hi")
-    with mock.patch.dict(sys.modules, {"campaigns.channels.registry": None}):
-        response = admin_client.post(preview_url(template), {"to": "+8613800138000", "send_test": "1"}, follow=True)
-    assert "The test could not be sent: No transport is available for test sends on the sms channel." in (
-        response.content.decode())
+    response = admin_client.post(preview_url(template), {"to": "+8613800138000", "send_test": "1"}, follow=True)
+    assert "The test could not be sent: SMS_HTTP_URL is not set" in response.content.decode()
 
 
 def test_in_app_templates_preview_without_test_send(admin_client):

@@ -1,6 +1,7 @@
 """The demo campaigns as customers receive them: their language, a real brand, an offer they can
 claim, nothing empty, and nothing a spam filter's local rules hold against the layout."""
 
+import json
 import shutil
 import subprocess
 
@@ -8,7 +9,7 @@ import pytest
 from django.core import mail
 
 from campaigns.demo import BRAND, demo_campaigns_seed
-from campaigns.models import Campaign, InboxMessage
+from campaigns.models import Campaign, ChannelPolicy, InboxMessage
 from campaigns.services import campaign_launch
 from tests.campaigns.pipeline_helpers import customers_with_consent
 
@@ -52,10 +53,6 @@ def test_the_email_win_back_speaks_each_customers_language_with_a_claimable_coup
 
 
 def test_the_sms_campaign_is_signed_by_the_brand_and_links_to_the_claim_page(demo, settings, tmp_path):
-    import json
-
-    from campaigns.models import ChannelPolicy
-
     settings.SMS_BACKEND, settings.SMS_FILE_PATH = "file", str(tmp_path / "sms.jsonl")
     ChannelPolicy.objects.filter(channel="sms").update(quiet_hours_enabled=False)
     customers_with_consent(1, channels=("sms",), locale="zh-hans", name="李娜", favourite_category="beauty")

@@ -6,12 +6,14 @@ from decimal import Decimal
 from unittest import mock
 
 import pytest
+from django.core.exceptions import ValidationError
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from campaigns import offers
 from campaigns.models import OfferGrant, Redemption
+from reactivation.models import Category
 from campaigns.offers import (
     CODE_ALPHABET,
     RedeemRefusal,
@@ -472,3 +474,12 @@ def test_csv_import_reports_a_malformed_csv_before_recording_anything():
     with pytest.raises(ValueError, match="Line"):
         redemptions_import_csv(file=io.BytesIO(csv_text.encode()))
     assert not Redemption.objects.exists()
+
+
+def test_an_offer_limited_to_a_category_without_labels_is_refused():
+    offer = OfferFactory.build(category="toys")
+    with pytest.raises(ValidationError) as refused:
+        offer.full_clean()
+    assert "toys" in refused.value.message_dict["category"][0]
+    Category.objects.create(key="toys", label_zh_hans="玩具", label_en="toys")
+    offer.full_clean()

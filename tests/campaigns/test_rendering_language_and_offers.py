@@ -1,11 +1,14 @@
 """What a customer reads: their language, the brand's voice, an offer they can act on, never "None"."""
 
+import json
 from decimal import Decimal
 
 import pytest
 from django.core.exceptions import ValidationError
 
-from campaigns.models import Campaign, MessageTemplateTranslation
+from campaigns.channels.base import OutboundMessage
+from campaigns.channels.sms import SmsTransport
+from campaigns.models import Campaign, ChannelPolicy, MessageTemplateTranslation
 from campaigns.rendering import TemplateRenderError, render_message, validate_campaign_templates, validate_template
 from campaigns.services import campaign_launch
 from reactivation.models import Category
@@ -222,12 +225,6 @@ def test_what_would_print_nothing_or_nonsense_for_some_customers_is_refused_on_s
 
 
 def test_an_english_sms_ends_with_the_english_opt_out(settings, tmp_path):
-    import json
-
-    from campaigns.channels.base import OutboundMessage
-    from campaigns.channels.sms import SmsTransport
-    from campaigns.models import ChannelPolicy
-
     settings.SMS_BACKEND, settings.SMS_FILE_PATH = "file", str(tmp_path / "sms.jsonl")
     ChannelPolicy.objects.filter(channel="sms").update(quiet_hours_enabled=False)
     template = MessageTemplateFactory(channel="sms", locale="en", sms_text="{{ customer.first_name }}, we miss you")

@@ -4,7 +4,7 @@ from django.core.management import CommandError, call_command
 
 from campaigns.models import MessageTemplate, Offer, Redemption
 from campaigns.resources import MessageTemplateResource, OfferResource
-from tests.factories import MessageTemplateFactory, OfferFactory, OfferGrantFactory
+from tests.factories import CampaignFactory, MessageTemplateFactory, OfferFactory, OfferGrantFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -48,6 +48,22 @@ def test_template_round_trip_and_broken_template_refused():
     error = result.invalid_rows[0].error_dict
     assert "html_body" in error and "load" in str(error["html_body"])
     assert not MessageTemplate.objects.filter(name="Broken").exists()
+
+
+def test_a_template_import_keeps_its_language_and_cannot_break_a_campaign_using_it():
+    template = MessageTemplateFactory(name="Trial", channel="in_app", locale="en", title="t", body="Come back")
+    CampaignFactory(channels=["in_app"], in_app_template=template, offer=OfferFactory(), when_budget_exhausted="skip")
+    exported = MessageTemplateResource().export()
+    assert dict(zip(exported.headers, exported[0]))["locale"] == "en"
+
+    data = tablib.Dataset(headers=["name", "channel", "locale", "title", "body"])
+    data.append(["Trial", "in_app", "en", "t", "{{ offer.trial_days }}-day trial"])  # the campaign's offer is a coupon
+    result = MessageTemplateResource().import_data(data, dry_run=False)
+
+    assert result.has_validation_errors()
+    assert "offer.trial_days" in str(result.invalid_rows[0].error_dict)
+    template.refresh_from_db()
+    assert (template.body, template.locale) == ("Come back", "en")
 
 
 def test_import_redemptions_command(tmp_path, capsys):

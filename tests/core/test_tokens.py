@@ -100,6 +100,17 @@ def test_a_token_is_exactly_what_django_signing_makes(customer_id, channel, sett
     assert ours == django_s
 
 
+@pytest.mark.parametrize("language", ["zh-hans", "en"])
+def test_a_token_with_the_message_language_is_what_django_signing_makes_and_reads_back(language, settings):
+    with mock.patch("time.time", return_value=1_790_000_000.5):
+        ours = unsubscribe_token_make(customer_id=5, channel="email", language=language)
+        django_s = signing.dumps({"c": 5, "ch": "email", "l": language}, salt=tokens._SALT, compress=False)
+
+    assert ours == django_s
+    assert unsubscribe_token_read(ours).language == language
+    assert unsubscribe_token_read(unsubscribe_token_make(customer_id=5, channel="email")).language == ""
+
+
 # Claim tokens -------------------------------------------------------------------------------
 
 
