@@ -4,6 +4,7 @@ Embedded defaults need no server: a SQLite file and kombu's filesystem broker un
 With DEBUG off, insecure values stop the process with a message naming the variable.
 """
 
+import re
 from datetime import timedelta
 from pathlib import Path
 
@@ -316,11 +317,17 @@ CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 
 # Django REST framework ---------------------------------------------------------------------
+API_RATE_LIMIT = env_str("API_RATE_LIMIT", "6000/min").strip()
+if not re.fullmatch(r"[1-9]\d*/(s|sec|second|m|min|minute|h|hour|d|day)", API_RATE_LIMIT):
+    raise ImproperlyConfigured(f"API_RATE_LIMIT must be a count per period such as 6000/min or 100/s; got {API_RATE_LIMIT!r}.")
 REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_AUTHENTICATION_CLASSES": [],
     # JSON only, with its nesting bounded (core/json_parser.py); form bodies answer 415.
     "DEFAULT_PARSER_CLASSES": ["core.json_parser.BoundedJSONParser"],
+    # Per token (campaigns/api/throttling.py): API_RATE_LIMIT requests, e.g. "6000/min"; 429 beyond.
+    "DEFAULT_THROTTLE_CLASSES": ["campaigns.api.throttling.TokenRateThrottle"],
+    "DEFAULT_THROTTLE_RATES": {"api_token": API_RATE_LIMIT},
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "UNAUTHENTICATED_USER": None,
 }

@@ -600,3 +600,14 @@ def test_tokens_made_before_scopes_keep_every_right_they_had():
     executor.loader.build_graph()
     executor.migrate(executor.loader.graph.leaf_nodes())
     assert ApiToken.objects.get(prefix="wb_0000abcd").scopes == ALL_RIGHTS
+
+
+def test_each_token_is_rate_limited_on_its_own(monkeypatch):
+    from campaigns.api.throttling import TokenRateThrottle
+
+    monkeypatch.setattr(TokenRateThrottle, "rate", "3/min", raising=False)
+    busy, other = _client_with("events:write"), _client_with("events:write")
+    answers = [busy.post("/api/v1/events/", [], format="json") for _ in range(4)]
+    assert [a.status_code for a in answers] == [200, 200, 200, 429]
+    assert int(answers[-1]["Retry-After"]) > 0
+    assert other.post("/api/v1/events/", [], format="json").status_code == 200
