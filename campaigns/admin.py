@@ -65,7 +65,8 @@ class RunInline(admin.TabularInline):
     can_delete = False
     show_change_link = True
     fields = ["number", "status", "trigger", "started_at", "finished_at", "targeted", "sent", "skipped_consent",
-              "skipped_suppressed", "skipped_cap", "skipped_reentry", "skipped_cancelled", "deferred_quiet", "failed"]
+              "skipped_suppressed", "skipped_cap", "skipped_reentry", "skipped_cancelled", "deferred_quiet", "failed",
+              "unknown"]
     readonly_fields = fields
     ordering = ["-number"]
 
@@ -209,23 +210,52 @@ class CampaignAdmin(admin.ModelAdmin):
         return super().change_view(request, object_id, form_url, extra_context)
 
 
+# Re-sending is the operator's decision: the provider may have delivered these messages already.
+RESEND_PERMISSION = "campaigns.resend_delivery"
+
+
+def _resend_unknown(modeladmin, request, deliveries):
+    count = services.deliveries_resend_unknown(deliveries=deliveries, by=request.user.get_username())
+    modeladmin.message_user(
+        request, f"{count} deliver{'ies' if count != 1 else 'y'} with an unknown outcome will be sent again "
+                 "(consent is checked again first).", messages.SUCCESS if count else messages.WARNING)
+
+
+class ResendUnknownMixin:
+    def has_resend_permission(self, request):
+        return request.user.has_perm(RESEND_PERMISSION)
+
+
 @admin.register(CampaignRun)
-class CampaignRunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class CampaignRunAdmin(ResendUnknownMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ["__str__", "status", "trigger", "started_at", "finished_at", "targeted", "sent", "skipped_consent",
                     "skipped_suppressed", "skipped_cap", "skipped_reentry", "skipped_budget", "skipped_cancelled",
-                    "deferred_quiet", "holdout", "failed", "deliveries_link"]
+                    "deferred_quiet", "holdout", "failed", "unknown_link", "deliveries_link"]
     list_filter = ["status", "trigger"]
     search_fields = ["campaign__name"]
     list_select_related = ["campaign"]
+    actions = ["resend_unknown"]
 
     @admin.display(description="Deliveries")
     def deliveries_link(self, obj):
         url = reverse("admin:campaigns_delivery_changelist") + f"?run__id__exact={obj.pk}"
         return format_html('<a href="{}">deliveries</a>', url)
 
+    @admin.display(description="Unknown outcome", ordering="unknown")
+    def unknown_link(self, obj):
+        if not obj.unknown:
+            return 0
+        url = reverse("admin:campaigns_delivery_changelist") + f"?run__id__exact={obj.pk}&status__exact=unknown"
+        return format_html('<a href="{}">{}</a>', url, obj.unknown)
+
+    @admin.action(description="Re-send the messages whose outcome is unknown (they may arrive twice)",
+                  permissions=["resend"])
+    def resend_unknown(self, request, queryset):
+        _resend_unknown(self, request, Delivery.objects.filter(run__in=queryset))
+
 
 @admin.register(Delivery)
-class DeliveryAdmin(PersonalDataAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
+class DeliveryAdmin(ResendUnknownMixin, PersonalDataAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ["id", "campaign", "run_number", "customer_ref", "channel", "address", "status", "skip_reason",
                     "attempts", "not_before", "sent_at", "opened_at"]
     list_filter = ["status", "skip_reason", "channel"]
@@ -236,12 +266,18 @@ class DeliveryAdmin(PersonalDataAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin
     show_full_result_count = False
     list_per_page = 50
     fields = ["campaign", "run", "customer_ref", "channel", "address", "status", "skip_reason", "not_before",
-              "attempts", "provider_id", "error", "created_at", "claimed_at", "sent_at", "opened_at", "clicked_at"]
+              "attempts", "provider_id", "error", "note", "created_at", "claimed_at", "sent_at", "unknown_at",
+              "opened_at", "clicked_at"]
     readonly_fields = fields
+    actions = ["resend_unknown"]
     # A provider's error often quotes the address it refused.
     personal_data_fields = {"address": "masked_address", "error": "masked_error"}
     masked_address = masked_display("address", mask_address, "Address")
     masked_error = masked_display("error", mask_personal_text, "Error")
+
+    @admin.action(description="Re-send those whose outcome is unknown (they may arrive twice)", permissions=["resend"])
+    def resend_unknown(self, request, queryset):
+        _resend_unknown(self, request, queryset)
 
     @admin.display(description="Run", ordering="run__number")
     def run_number(self, obj):
