@@ -50,10 +50,10 @@ MATERIALIZE_WORK_MEM_MB = 128
 MATERIALIZE_PARALLEL = 2
 MATERIALIZE_PARALLEL_MIN_CUSTOMERS = 100_000
 ADDRESS_FIELD = {Channel.EMAIL: "email", Channel.SMS: "phone"}
-# Deliveries that count towards caps and re-entry before they are sent: "unknown" ones too,
-# since the provider may have delivered them.
-IN_FLIGHT = (Delivery.Status.PENDING, Delivery.Status.CLAIMED, Delivery.Status.SENDING, Delivery.Status.DEFERRED,
-             Delivery.Status.UNKNOWN)
+IN_FLIGHT = (Delivery.Status.PENDING, Delivery.Status.CLAIMED, Delivery.Status.SENDING, Delivery.Status.DEFERRED)
+# Handed to a provider whose answer was never recorded: it may have arrived, so caps and re-entry
+# count it as sent, as of its creation (it has no sent_at).
+MAYBE_SENT = (Delivery.Status.UNKNOWN,)
 
 # Holdout hash: (customer id + campaign salt) times the golden-ratio constant, modulo a prime,
 # scaled to 0-99 (times 100, divided by the prime). Scaling, not "% 100": the product's low
@@ -265,7 +265,7 @@ def run_materialize(*, run: CampaignRun, now: datetime | None = None) -> int:
         day_cut = now - timedelta(hours=24)
         cuts = {c: now - timedelta(days=policies[c].cap_days) for c in Channel.values}
         oldest = min([day_cut, *cuts.values()])
-        in_flight = ", ".join(_literal(s) for s in IN_FLIGHT)
+        in_flight = ", ".join(_literal(s) for s in (*IN_FLIGHT, *MAYBE_SENT))
         recent = f"((d.status = {_literal(Delivery.Status.SENT)} AND d.sent_at >= %s) OR (d.status IN ({in_flight}) AND d.created_at >= %s))"
         sums, sum_params = [], []
         for index, channel in enumerate(Channel.values):
@@ -297,12 +297,15 @@ def run_materialize(*, run: CampaignRun, now: datetime | None = None) -> int:
     reentry_column = ""
     if campaign.reentry_days:
         in_flight = ", ".join(_literal(s) for s in IN_FLIGHT)
+        maybe_sent = ", ".join(_literal(s) for s in MAYBE_SENT)
         joins.append(
             f"LEFT JOIN (SELECT DISTINCT r.customer_id FROM {delivery_table} r WHERE r.campaign_id = %s AND r.run_id <> %s "
-            f"AND ((r.status = {_literal(Delivery.Status.SENT)} AND r.sent_at >= %s) OR r.status IN ({in_flight}))) re "
+            f"AND ((r.status = {_literal(Delivery.Status.SENT)} AND r.sent_at >= %s) OR r.status IN ({in_flight}) "
+            f"OR (r.status IN ({maybe_sent}) AND r.created_at >= %s))) re "
             f"ON re.customer_id = c.id"
         )
-        join_params.extend([campaign.pk, run.pk, now - timedelta(days=campaign.reentry_days)])
+        reentry_cut = now - timedelta(days=campaign.reentry_days)
+        join_params.extend([campaign.pk, run.pk, reentry_cut, reentry_cut])
         reentry_column = ", CASE WHEN re.customer_id IS NOT NULL THEN 1 ELSE 0 END AS reentry"
         reentry = "m.reentry = 1"
 

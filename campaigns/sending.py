@@ -614,6 +614,13 @@ def runs_heartbeat(*, run_ids, now: datetime) -> None:
     CampaignRun.objects.filter(pk__in=list(run_ids)).update(active_at=now)
 
 
+def _heartbeat_if_due(holding: _Holding, run_ids, clock) -> None:
+    """A chunk's first batch, then every quarter lease: the runs it works on stay active."""
+    if run_ids and (holding.heartbeat is None or time.monotonic() - holding.heartbeat >= lease().total_seconds() / 4):
+        runs_heartbeat(run_ids=run_ids, now=clock())
+        holding.heartbeat = time.monotonic()
+
+
 def _renew_lease(holding: _Holding, run_ids, clock) -> None:
     """A batch waiting long on rate-limit permits or a slow provider keeps its claims, and its
     runs stay active, every quarter lease."""
@@ -755,6 +762,7 @@ def deliveries_send_chunk(*, delivery_ids: list[int], channel: str, transport=No
                     counts=result.counts, now=now or clock(), clock=clock,
                 )
                 result.run_ids.update(d.run_id for d in claimed)
+                _heartbeat_if_due(holding, result.run_ids, clock)
                 continue
             claimed = deliveries_claim(delivery_ids=holding.batch_ids, channel=channel, now=now or clock(),
                                        counts=result.counts)
@@ -762,9 +770,7 @@ def deliveries_send_chunk(*, delivery_ids: list[int], channel: str, transport=No
                 continue
             holding.token, holding.renewed = claimed[0].claimed_at, time.monotonic()
             result.run_ids.update(d.run_id for d in claimed)
-            if holding.heartbeat is None or time.monotonic() - holding.heartbeat >= lease().total_seconds() / 4:
-                runs_heartbeat(run_ids=result.run_ids, now=clock())
-                holding.heartbeat = time.monotonic()
+            _heartbeat_if_due(holding, result.run_ids, clock)
             holder = _claimed_by(holding.token)
             claimed, grants = _issue_grants(deliveries=claimed, counts=result.counts, now=now or clock(), holder=holder)
             sendable, messages = _render_batch(deliveries=claimed, grants=grants, counts=result.counts, clock=clock,

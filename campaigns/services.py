@@ -454,8 +454,8 @@ def run_close_cancelled(*, run: CampaignRun, now: datetime | None = None) -> int
     skipped (reason ``cancelled``), then the counters are refreshed. Returns the number closed.
 
     One UPDATE per CLOSE_BATCH primary keys, each in its own transaction, so locks stay short
-    on a million-row run. Deliveries being sent (``sending``) are left to their worker, which
-    marks them sent or failed (or puts them back for a retry: see
+    on a million-row run. Deliveries a worker holds (``claimed``, ``sending``) are left to it: its
+    hand-over skips them, or it marks them sent or failed (or puts them back for a retry: see
     ``deliveries_close_cancelled_due``). Idempotent: a second call finds nothing left to close. Does
     nothing for a run that is not cancelled.
     """
@@ -481,9 +481,10 @@ def run_close_cancelled(*, run: CampaignRun, now: datetime | None = None) -> int
 
 def deliveries_close_cancelled_due(*, now: datetime | None = None, limit: int = DUE_BATCH) -> int:
     """Close stragglers of cancelled runs: deliveries a worker put back to pending (transient
-    error, retry later) or deferred (quiet hours) after the run was closed, and stale claims
-    released to pending. All of them carry a ``not_before``; they are closed when it is due,
-    found on the same index as the due pickup. Returns the number closed."""
+    error, retry later) or deferred (quiet hours) after the run was closed. All of them carry a
+    ``not_before``; they are closed when it is due, found on the same index as the due pickup
+    (claims of a dead worker, released without one, are the sweeper's: ``runs_sweep``).
+    Returns the number closed."""
     now = now or timezone.now()
     rows = list(
         Delivery.objects.filter(status__in=CLOSABLE_DELIVERY_STATUSES, not_before__isnull=False, not_before__lte=now,

@@ -141,6 +141,27 @@ def test_reentry_skips_customers_reached_within_reentry_days_only():
     assert run.skipped_reentry == 1
 
 
+def test_caps_and_re_entry_count_an_unknown_outcome_as_sent_and_a_claim_as_on_its_way():
+    # An unknown outcome may have reached the customer; a claimed delivery is about to.
+    campaign = campaign_for(reentry_days=30)
+    maybe_reached, claimed, long_ago = customers_with_consent(3)
+    first = new_run(campaign, now=NOON_UTC - timedelta(days=40))
+    for customer, status, created in ((maybe_reached, "unknown", 10), (claimed, "claimed", 1), (long_ago, "unknown", 31)):
+        Delivery.objects.create(campaign=campaign, run=first, customer=customer, channel="email", status=status,
+                                created_at=NOON_UTC - timedelta(days=created))
+    other = campaign_for()
+    for _ in range(2):
+        Delivery.objects.create(campaign=other, run=new_run(other), customer=long_ago, channel="email", status="unknown",
+                                created_at=NOON_UTC - timedelta(days=2))
+    run = new_run(campaign)
+
+    run_materialize(run=run, now=NOON_UTC)
+
+    got = rows(run)
+    assert [(got[c.pk].status, got[c.pk].skip_reason) for c in (maybe_reached, claimed, long_ago)] == [
+        ("skipped", "reentry"), ("skipped", "reentry"), ("skipped", "cap")]
+
+
 def test_frequency_cap_counts_marketing_sends_of_other_campaigns_on_the_channel():
     # given: two emails from another marketing campaign in the last 7 days for one customer
     capped, fresh, old_sends = customers_with_consent(3)
