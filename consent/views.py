@@ -53,6 +53,8 @@ STRINGS = {
         "prefs_save": "Save my choices",
         "prefs_saved": "Your choices are saved.",
         "prefs_unchanged": "Nothing changed.",
+        "prefs_confirm_others": "I also want messages on the other channels I ticked (this link was sent to one only).",
+        "prefs_confirm_needed": "This link was sent by {channel}. To receive {{channels}} too, tick the confirmation below the choices.",
         "no_address": "no address on file",
         "suppressed": "Messages to {address} stay blocked because this address bounced or reported spam.",
         "one_click_done": "You are unsubscribed.",
@@ -75,6 +77,8 @@ STRINGS = {
         "prefs_save": "保存设置",
         "prefs_saved": "您的设置已保存。",
         "prefs_unchanged": "没有变更。",
+        "prefs_confirm_others": "我确认也希望在勾选的其他渠道接收消息（此链接只对应一个渠道）。",
+        "prefs_confirm_needed": "此链接来自{channel}。如需同时接收{{channels}}，请勾选下方的确认框。",
         "no_address": "未登记联系方式",
         "suppressed": "发往 {address} 的消息仍会被拦截（该地址曾退信或举报垃圾邮件）。",
         "one_click_done": "退订成功。",
@@ -230,8 +234,9 @@ def preferences(request, token: str):
     claim = _claim(token)
     if claim is None:
         return _no_leak(_invalid_link(request))
-    customer, _channel, language = claim
+    customer, link_channel, language = claim
     strings = _strings(customer, language)
+    link_channel_name = strings[f"channel_{link_channel}"]
     granted = set(
         ConsentState.objects.filter(customer=customer, status=ConsentState.Status.GRANTED).values_list("channel", flat=True)
     )
@@ -241,7 +246,11 @@ def preferences(request, token: str):
         Channel.SMS: bool(customer.phone),
         Channel.IN_APP: True,
     }
-    form = PreferencesForm(request.POST if request.method == "POST" else None, current=current, available=available)
+    form = PreferencesForm(
+        request.POST if request.method == "POST" else None, current=current, available=available,
+        link_channel=link_channel, other_channels_error=strings["prefs_confirm_needed"].format(channel=link_channel_name),
+        channel_labels={channel: strings[f"channel_{channel}"] for channel in Channel.values},
+    )
     message = ""
     if request.method == "POST" and form.is_valid():
         events = services.consent_preferences_update(customer=customer, wanted=form.wanted(), evidence=_evidence(request))
@@ -268,7 +277,11 @@ def preferences(request, token: str):
                 else "",
             }
         )
-    response = render(request, "consent/preferences.html", {"t": strings, "rows": rows, "message": message, "form": form})
+    context = {
+        "t": strings, "rows": rows, "message": message, "form": form,
+        "confirm_label": strings["prefs_confirm_others"].format(channel=link_channel_name),
+    }
+    response = render(request, "consent/preferences.html", context)
     return _no_leak(_in_language(response, strings))
 
 

@@ -95,6 +95,10 @@ def test_the_preference_center_saves_what_was_clicked(live_server, open_browser)
         page.goto(_url(live_server, "preferences", customer))
         page.get_by_label("Marketing emails").uncheck()
         page.get_by_label("Marketing text messages (SMS)").check()
+        # The link came by email: changing SMS too must be confirmed.
+        _submit(page, "Save my choices")
+        expect(page.get_by_role("alert")).to_contain_text("tick the confirmation")
+        page.get_by_label("I also want messages on the other channels I ticked").check()
         _submit(page, "Save my choices")
         expect(page.get_by_text("Your choices are saved.")).to_be_visible()
         # The page shows the saved choices, so saving again without a click changes nothing.

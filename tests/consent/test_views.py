@@ -288,8 +288,8 @@ def test_preferences_post_records_only_the_changed_channels_with_evidence():
     path = _preferences_path(customer)
     client, csrf = _csrf_client_with_token(path)
 
-    # email off (changed), sms on (changed), in_app stays on (unchanged)
-    response = client.post(path, {"csrfmiddlewaretoken": csrf, "sms": "on", "in_app": "on"},
+    # email off (changed), sms on (changed, confirmed: the link came by email), in_app stays on
+    response = client.post(path, {"csrfmiddlewaretoken": csrf, "sms": "on", "in_app": "on", "confirm_others": "on"},
                            HTTP_USER_AGENT="UA", REMOTE_ADDR="192.0.2.1")
 
     assert response.status_code == 200
@@ -301,6 +301,43 @@ def test_preferences_post_records_only_the_changed_channels_with_evidence():
     assert consent_is_granted(customer=customer, channel="sms")
     assert consent_is_granted(customer=customer, channel="in_app")
     assert response.context["form"]["sms"].value() is True
+
+
+@pytest.mark.parametrize(("link_channel", "post", "refused"), [
+    ("email", {"email": "on", "sms": "on", "in_app": "on"}, "SMS"),  # an email link granting SMS
+    ("in_app", {"email": "on", "sms": "on", "in_app": "on"}, "SMS"),  # an inbox item's link granting SMS
+])
+def test_a_link_grants_another_channel_only_when_the_customer_confirms(link_channel, post, refused):
+    customer = CustomerFactory(locale="en")
+    consent_grant(customer=customer, channel="email", source="signup")
+    consent_grant(customer=customer, channel="in_app", source="signup")
+    path = _preferences_path(customer, channel=link_channel)
+    client, csrf = _csrf_client_with_token(path)
+
+    response = client.post(path, {"csrfmiddlewaretoken": csrf, **post})
+
+    assert response.status_code == 200
+    assert f"This link was sent by {'marketing emails' if link_channel == 'email' else 'messages in the app'}".lower() \
+        in response.content.decode().lower()
+    assert refused.lower() in response.content.decode().lower()
+    assert not ConsentEvent.objects.filter(customer=customer, source="preference_center").exists()
+
+    confirmed = client.post(path, {"csrfmiddlewaretoken": csrf, **post, "confirm_others": "on"})
+
+    assert "Your choices are saved." in confirmed.content.decode()
+    assert ConsentEvent.objects.filter(customer=customer, source="preference_center").count() == 1
+
+
+def test_withdrawing_on_any_channel_and_granting_the_links_own_need_no_confirmation():
+    customer = CustomerFactory(locale="en")
+    consent_grant(customer=customer, channel="email", source="signup")
+    path = _preferences_path(customer, channel="in_app")
+    client, csrf = _csrf_client_with_token(path)
+
+    client.post(path, {"csrfmiddlewaretoken": csrf, "in_app": "on"})  # email off, in-app on
+
+    assert not consent_is_granted(customer=customer, channel="email")
+    assert consent_is_granted(customer=customer, channel="in_app")
 
 
 def test_preferences_post_with_nothing_changed_records_nothing():
