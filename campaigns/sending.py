@@ -507,24 +507,26 @@ def _mark_sent_many(sent: list[tuple[Delivery, str]], now: datetime, token: date
         return
     ids = [delivery.pk for delivery, _ in sent]
     provider_ids = [(provider_id or "")[:200] for _, provider_id in sent]
-    with transaction.atomic():
-        _fast_commit()
-        if connection.vendor == "postgresql":
-            table = connection.ops.quote_name(Delivery._meta.db_table)
-            with connection.cursor() as cursor:
-                cursor.execute(
-                    f"UPDATE {table} AS d SET status = %s, sent_at = %s, provider_id = u.provider_id "
-                    "FROM unnest(%s::bigint[], %s::text[]) AS u(id, provider_id) "
-                    "WHERE d.id = u.id AND d.status IN (%s, %s) AND d.claimed_at = %s",
-                    [Delivery.Status.SENT, now, ids, provider_ids, Delivery.Status.SENDING, Delivery.Status.UNKNOWN,
-                     token],
-                )
-            return
-        by_pk = Case(*[When(pk=pk, then=Value(provider_id)) for pk, provider_id in zip(ids, provider_ids)],
-                     default=Value(""), output_field=CharField())
-        Delivery.objects.filter(_handed_over_by(token), pk__any=ids).update(
-            status=Delivery.Status.SENT, sent_at=now, provider_id=by_pk
-        )
+    if connection.vendor == "postgresql":
+        table = connection.ops.quote_name(Delivery._meta.db_table)
+        with connection.cursor() as cursor:
+            # One round trip: two statements in one query string run as one transaction, so the
+            # SET LOCAL of _fast_commit holds for the UPDATE without a BEGIN and a COMMIT of their
+            # own. Each round trip of this thread can wait for the GIL while the SMTP sessions work.
+            cursor.execute(
+                f"SET LOCAL synchronous_commit TO OFF; "
+                f"UPDATE {table} AS d SET status = %s, sent_at = %s, provider_id = u.provider_id "
+                "FROM unnest(%s::bigint[], %s::text[]) AS u(id, provider_id) "
+                "WHERE d.id = u.id AND d.status IN (%s, %s) AND d.claimed_at = %s",
+                [Delivery.Status.SENT, now, ids, provider_ids, Delivery.Status.SENDING, Delivery.Status.UNKNOWN,
+                 token],
+            )
+        return
+    by_pk = Case(*[When(pk=pk, then=Value(provider_id)) for pk, provider_id in zip(ids, provider_ids)],
+                 default=Value(""), output_field=CharField())
+    Delivery.objects.filter(_handed_over_by(token), pk__any=ids).update(
+        status=Delivery.Status.SENT, sent_at=now, provider_id=by_pk
+    )
 
 
 def _mark_error(delivery: Delivery, exc: Exception, now: datetime, counts: Counter, *, holder: Q) -> None:
