@@ -12,25 +12,26 @@ deliveries) it:
    those left without one are skipped (``budget``) or sent without an offer, as the campaign says,
    and renders every message;
 3. hands the batch to the provider in small groups (at most ``CAMPAIGN_HAND_OVER_GROUP``,
-   default 20, and no more than the transport sends in ``HAND_OVER_SECONDS``). For each group it
-   first takes the rate-limit permits, then moves exactly those rows ``claimed -> sending`` in
-   ONE conditional UPDATE that checks consent, suppression, the SMS switch and the run's status
-   again (``deliveries_hand_over``; a row that fails becomes ``skipped`` with its reason, or
-   goes back to ``pending`` when the run was paused), then gives the rows it moved to the
-   transport, then records the answers in one UPDATE: ``sent`` with the provider id; a
-   transient error back to ``pending`` with a ``not_before`` back-off (after ``max_attempts``
-   it fails); a permanent error fails it and, when the address is bad, suppresses the address.
+   default 20, and no more than the transport sent in ``HAND_OVER_SECONDS`` on the previous
+   group). For each group it first takes the rate-limit permits, then moves exactly those rows
+   ``claimed -> sending`` in ONE conditional UPDATE that checks consent, suppression, the SMS
+   switch and the run's status again (``deliveries_hand_over``; a row that fails becomes
+   ``skipped`` with its reason, or goes back to ``pending`` when the run was paused), then gives
+   the rows it moved to the transport, then records the answers in one UPDATE: ``sent`` with the
+   provider id; a transient error back to ``pending`` with a ``not_before`` back-off (after
+   ``max_attempts`` it fails); a permanent error fails it and, when the address is bad,
+   suppresses the address.
 
 A transport that sends concurrently (email's SMTP sessions) is given the next group while it
-still sends the previous one (``_send_in_groups``). So a message reaches the provider at most
-about half a second after its consent was last read, and the only rows whose fate a crash can
-hide are the groups in ``sending``: at most ``CAMPAIGN_HAND_OVER_GROUP`` messages per worker
-process (twice that for email). The sweeper
-(``deliveries_recover_abandoned``) turns those into ``unknown`` (never re-sent without an
-operator, see ``campaigns.services.deliveries_resend_unknown``) and returns ``claimed`` rows to
-``pending``: both once the holder's lease (``claimed_at``, renewed while the holder works) is
-older than ``CAMPAIGN_LEASE_SECONDS``. Every write of a holder is conditional on its lease token,
-so a holder that was presumed dead and wakes up changes nothing another worker now holds.
+still sends the previous one (``_send_in_groups``). So a message reaches the provider about half
+a second at most after its consent was last read, and the only rows whose fate a crash can hide
+are the groups in ``sending``: at most ``CAMPAIGN_HAND_OVER_GROUP`` messages per worker process
+(twice that for email). The sweeper (``deliveries_recover_abandoned``) turns those into
+``unknown`` (never re-sent without an operator, see ``campaigns.services.deliveries_resend_unknown``)
+and returns ``claimed`` rows to ``pending``: both once the holder's lease (``claimed_at``, renewed
+while the holder works) is older than ``CAMPAIGN_LEASE_SECONDS``. Every write of a holder is
+conditional on its lease token, so a holder that was presumed dead and wakes up changes nothing
+another worker now holds.
 
 In-app messages are written to our own database: their batch is claimed (straight to ``sent``),
 written and marked in one transaction, exactly once; with an offer, claimed and granted first,
@@ -75,6 +76,8 @@ CLAIM_BATCH_TRANSACTIONAL = 1000
 # A group is sized so that the transport sends it in about this long. A message waits at most
 # about twice this between its last consent check and the provider (see _send_in_groups).
 HAND_OVER_SECONDS = 0.25
+# Groups handed to a concurrent transport while it still sends an earlier one.
+GROUPS_AHEAD = 1
 
 
 def chunk_size(channel: str) -> int:
@@ -662,7 +665,7 @@ def _send_in_groups(*, transport, deliveries, messages, limiter, holding: _Holdi
     queue = list(deliveries)
     run_ids = {d.run_id for d in deliveries}
     while queue or holding.in_flight:
-        if queue and len(holding.in_flight) < 2:
+        if queue and len(holding.in_flight) <= GROUPS_AHEAD:
             _renew_lease(holding, run_ids, clock)
             wanted = min(holding.group_size or max(hand_over_group() // 5, 1), len(queue))
             granted = limiter.acquire(wanted)  # before the check: waiting here widens nothing

@@ -121,13 +121,15 @@ class Transport:
 class Sending:
     """Messages being sent: ``wait()`` returns, in order, each one's provider id or exception.
 
-    Built from results already known, or from one ``concurrent.futures.Future`` per message
-    (whose function returns the id or the exception, never raises).
+    Built from results already known, or from ``concurrent.futures.Future`` objects each sending
+    a part of the messages: future ``i`` returns the results (ids or exceptions, never raising)
+    of the messages at ``positions[i]``.
     """
 
-    def __init__(self, results: list | None = None, *, futures: list | None = None):
+    def __init__(self, results: list | None = None, *, futures: list | None = None, positions: list | None = None):
         self._results = results
         self._futures = futures
+        self._positions = positions
 
     def done(self) -> bool:
         return self._results is not None or all(future.done() for future in self._futures)
@@ -139,6 +141,10 @@ class Sending:
 
             _, not_done = wait(self._futures, timeout=timeout)
             if not_done:
-                raise TimeoutError(f"{len(not_done)} of {len(self._futures)} messages still being sent")
-            self._results = [future.result() for future in self._futures]
+                raise TimeoutError(f"{len(not_done)} of {len(self._futures)} parts still being sent")
+            results = [None] * sum(len(indexes) for indexes in self._positions)
+            for future, indexes in zip(self._futures, self._positions):
+                for index, result in zip(indexes, future.result()):
+                    results[index] = result
+            self._results = results
         return self._results

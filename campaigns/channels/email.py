@@ -486,11 +486,12 @@ class EmailTransport(Transport):
     def start_many(self, messages, *, before_each=None) -> Sending:
         """Start sending ``messages`` over the open sessions; ``.wait()`` returns the results in order.
 
-        Each message goes to the next free session, one thread per session: a batch started while
-        an earlier one is still going out queues behind it, and no session waits for the slowest
-        one of a batch. The extra sessions open with the first batch of ``LANES_FROM`` messages or
-        more (a handful of messages takes one session); from then on every message goes through
-        them, since the transport's own session is one of them.
+        The batch is cut into one part per session (every n-th message), each sent by the next
+        free session, one thread per session: a batch started while an earlier one is still going
+        out queues behind it, and a session that is done with its part of the earlier batch starts
+        on the next without waiting for the others. The extra sessions open with the first batch
+        of ``LANES_FROM`` messages or more (a handful of messages takes one session); from then on
+        every message goes through them, since the transport's own session is one of them.
         """
         if not self._batch or (self._pool is None and (self._concurrency <= 1 or len(messages) < LANES_FROM)):
             return Sending(Transport.send_many(self, messages, before_each=before_each))
@@ -506,17 +507,16 @@ class EmailTransport(Transport):
             for session in (self, *self._lanes):
                 self._free.put(session)
             self._pool = ThreadPoolExecutor(max_workers=len(self._lanes) + 1, thread_name_prefix="smtp")
-        return Sending(futures=[self._pool.submit(self._send_on_a_free_session, message, before_each)
-                                for message in messages])
+        parts = min(len(self._lanes) + 1, len(messages))
+        positions = [list(range(index, len(messages), parts)) for index in range(parts)]
+        futures = [self._pool.submit(self._send_on_a_free_session, messages[index::parts], before_each)
+                   for index in range(parts)]
+        return Sending(futures=futures, positions=positions)
 
-    def _send_on_a_free_session(self, message, before_each):
+    def _send_on_a_free_session(self, messages, before_each):
         session = self._free.get()  # one per pool thread: never waits
         try:
-            if before_each is not None:
-                before_each()
-            return EmailTransport.send(session, message)
-        except Exception as exc:  # noqa: BLE001 - returned in the message's place, as Transport.send_many does
-            return exc
+            return Transport.send_many(session, messages, before_each=before_each)
         finally:
             self._free.put(session)
 
