@@ -56,6 +56,8 @@ if not DEBUG and not SITE_URL.startswith("https://"):
 CSRF_TRUSTED_ORIGINS = [SITE_URL]
 # utm_source of every link to the shop in a message (utm_medium is the channel).
 UTM_SOURCE = env_str("UTM_SOURCE", "winback")
+# The SMS refusal instruction of English messages (Chinese ones use the contact policy's).
+SMS_OPT_OUT_TEXT_EN = env_str("SMS_OPT_OUT_TEXT_EN", "Reply STOP to opt out")
 
 INSTALLED_APPS = [
     "core.apps.BackOfficeAdminConfig",
@@ -276,6 +278,13 @@ LIST_UNSUBSCRIBE_MAILTO = env_str("LIST_UNSUBSCRIBE_MAILTO", "")
 EMAIL_SEND_CONCURRENCY = env_int("EMAIL_SEND_CONCURRENCY", 4, minimum=1)
 CAMPAIGN_MAX_ATTEMPTS = env_int("CAMPAIGN_MAX_ATTEMPTS", 5, minimum=1)
 CAMPAIGN_RETRY_BASE_SECONDS = env_int("CAMPAIGN_RETRY_BASE_SECONDS", 60, minimum=1)
+# A worker's hold on the deliveries it claimed or handed to a provider, renewed every quarter of
+# it while it works: held longer without renewal, they are recovered by the sweeper (claimed:
+# sent again; handed over: "unknown"), and a run nobody touched for this long is dispatched again.
+CAMPAIGN_LEASE_SECONDS = env_int("CAMPAIGN_LEASE_SECONDS", 120, minimum=1)
+# Most messages handed to a provider after one consent check; the most one worker process can
+# leave with an unknown outcome when it dies.
+CAMPAIGN_HAND_OVER_GROUP = env_int("CAMPAIGN_HAND_OVER_GROUP", 20, minimum=1)
 SMS_WEBHOOK_SECRET = env_str("SMS_WEBHOOK_SECRET", "")
 if not DEBUG and SMS_WEBHOOK_SECRET and len(SMS_WEBHOOK_SECRET) < 16:
     raise ImproperlyConfigured("SMS_WEBHOOK_SECRET must be at least 16 characters when set.")
@@ -300,9 +309,13 @@ if CELERY_BROKER_URL.startswith("filesystem"):
     except OSError as exc:
         raise ImproperlyConfigured(f"VAR_DIR: cannot create the broker folders under {_broker_dir}: {exc}") from None
 elif CELERY_BROKER_URL.startswith("redis"):
-    # Redelivery of unacknowledged tasks after a worker dies; must exceed the longest ETA
-    # or countdown we schedule (quiet-hours deferrals can wait up to 13 hours).
-    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 14 * 3600}
+    # How long Redis waits before giving an unacknowledged message (its worker died) to another
+    # worker. No work depends on it: deferrals wait in the delivery rows (not_before, picked up by
+    # dispatch_due), and the sweeper re-dispatches a run whose messages were lost. It must exceed
+    # the longest a task can legitimately hold its message, or a message still in progress is
+    # handed out twice (harmless, since claims are conditional, but wasted): the longest retry
+    # countdown (send_chunk: 10 minutes) and the slowest chunk (500 messages at 1 per second).
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_TASK_IGNORE_RESULT = True
