@@ -280,6 +280,9 @@ class ChannelPolicy(models.Model):
         null=True, blank=True, help_text="Messages per second across all workers; blank = no limit."
     )
 
+    class Meta:
+        verbose_name_plural = "channel policies"
+
     def __str__(self):
         return f"{self.get_channel_display()} policy"
 

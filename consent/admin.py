@@ -23,7 +23,7 @@ from core.admin_site import (
 )
 from core.masking import mask_address, mask_personal_text, mask_phone
 from core.phones import normalize_phone
-from reactivation.admin import CustomerSearchMixin
+from reactivation.admin.customers import CustomerSearchMixin
 
 
 def mask_evidence(evidence) -> str:

@@ -8,7 +8,6 @@ from django.contrib.auth.models import Permission
 from django.core import mail
 from django.urls import reverse
 
-import campaigns.admin_offers  # noqa: F401 - registered by campaigns/admin.py; imported here too in case it is not yet
 from campaigns.models import ApiToken, Campaign, Delivery, MessageTemplate, Redemption
 from reactivation.models import Customer, Segment
 from campaigns.rendering import EMAIL_STARTING_POINTS
@@ -351,7 +350,7 @@ def test_test_sms_goes_through_the_sms_transport_with_a_normalized_phone(admin_c
             return "sent by sms"
 
     template = MessageTemplateFactory(channel="sms", sms_text="{{ customer.name }}，好久不见")
-    with mock.patch("campaigns.admin_offers.transport_for", lambda channel: FakeSmsTransport()):
+    with mock.patch("campaigns.admin.templates.transport_for", lambda channel: FakeSmsTransport()):
         response = admin_client.post(preview_url(template), {"to": "138 0013 8000", "send_test": "1"})
     assert response.status_code == 302
     assert sent == [("+8613800138000", "张伟，好久不见", None)]

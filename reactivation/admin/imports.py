@@ -1,6 +1,6 @@
 """Admin for bulk imports: the ImportJob list, and the upload -> preview -> progress pages.
 
-Imported at the end of reactivation/admin.py. The pages hang off the ImportJob admin:
+The pages hang off the ImportJob admin:
   /admin/reactivation/importjob/import/customers/   upload (also .../import/events/)
   /admin/reactivation/importjob/<id>/preview/       detected format, mapping, first rows; confirm
   /admin/reactivation/importjob/<id>/progress/      progress bar polling .../<id>/status.json
