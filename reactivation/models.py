@@ -214,6 +214,10 @@ class Segment(models.Model):
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(default=django_timezone.now, editable=False)
     updated_at = models.DateTimeField(auto_now=True)
+    # Counting a segment of millions takes seconds: the list shows this cached count and its time,
+    # refreshed in the background.
+    size = models.PositiveBigIntegerField(null=True, blank=True, editable=False)
+    size_counted_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     def __str__(self):
         return self.name
