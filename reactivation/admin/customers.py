@@ -5,11 +5,16 @@ Email and phone are masked for staff without ``reactivation.view_personal_data``
 sort on an unindexed column.
 """
 
+import re
+
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db.models import Exists, OuterRef, Q
+from django.db import connection
+from django.db.models import CharField, Exists, F, Func, OuterRef, Q, Value
+from django.db.models.functions import Upper
+from django.db.models.lookups import Contains
 from django.http import Http404, HttpResponseBadRequest
 from django.urls import path
 
@@ -52,13 +57,58 @@ def customer_search_q(term: str, *, prefix: str = "") -> Q:
     if "@" in term:
         q |= Q(**{f"{prefix}email": term.lower()})
     else:
-        try:
-            phone = normalize_phone(term)
-        except ValidationError:
-            phone = ""
+        phone = _phone_or_blank(term)
         if phone:
             q |= Q(**{f"{prefix}phone": phone})
     return q
+
+
+def _phone_or_blank(term: str) -> str:
+    try:
+        return normalize_phone(term)
+    except ValidationError:
+        return ""
+
+
+# CJK Unified Ideographs and Extension A. Must stay identical to HAN_CHARACTER in migration
+# reactivation 0005, whose index is built on _name_search_key("name").
+HAN_CHARACTER = "([\u3400-\u4dbf\u4e00-\u9fff])"
+_HAN = re.compile(HAN_CHARACTER)
+
+
+def _name_search_key(expression):
+    """UPPER(x) with a space on both sides of each Han character, so that pg_trgm sees every
+    Han character as a word of its own and a one- or two-character Chinese term still has
+    trigrams to look up (see migration reactivation 0005)."""
+    return Func(Upper(expression), Value(HAN_CHARACTER), Value(r" \1 "), Value("g"),
+                function="REGEXP_REPLACE", output_field=CharField())
+
+
+def name_search_q(term: str, *, prefix: str = "") -> Q:
+    """Part of the name, case-insensitive ("rivera" finds "Julian Rivera", "洋" finds "崔洋").
+
+    On PostgreSQL the same expression is applied to the column and to the term; the term's side
+    is a constant the planner folds, so the comparison matches the GIN trigram index. A Latin
+    term of one or two characters has no trigram at all: it is compared with a plain
+    case-insensitive LIKE the index does not serve (a scan is faster than reading the whole
+    index). Other databases: ``icontains``.
+    """
+    term = term.strip()
+    field = f"{prefix}name"
+    if connection.vendor != "postgresql" or (len(term) < 3 and not _HAN.search(term)):
+        return Q(**{f"{field}__icontains": term})
+    return Q(Contains(_name_search_key(F(field)), _name_search_key(Value(term))))
+
+
+def customer_list_search_q(term: str) -> Q:
+    """The customer list's search: an exact identifier (as ``customer_search_q``) or part of a
+    name. A term that is an email address or a phone number is only an identifier: a name never
+    contains one, and the identifier alone keeps the lookup on its B-tree index."""
+    term = term.strip()
+    q = customer_search_q(term)
+    if "@" in term or _phone_or_blank(term):
+        return q
+    return q | name_search_q(term)
 
 
 class CustomerSearchMixin:
@@ -232,9 +282,9 @@ class CustomerAdmin(PersonalDataAdminMixin, LargeTableAdminMixin, admin.ModelAdm
         consent_filter(Channel.EMAIL, "Email"), consent_filter(Channel.SMS, "SMS"),
         consent_filter(Channel.IN_APP, "In-app"),
     ]
-    # Declared for the search box and autocomplete; the lookup itself is customer_search_q.
-    search_fields = ["=external_id", "=email", "=phone"]
-    search_help_text = CustomerSearchMixin.search_help_text
+    # Declared for the search box and autocomplete; the lookup itself is customer_list_search_q.
+    search_fields = ["=external_id", "=email", "=phone", "name"]
+    search_help_text = "Part of the name, or the exact external id, email or phone number (any format)."
     # Only indexed columns: sorting millions of rows on another column is a full sort.
     sortable_by = ["external_id", "email", "phone", "lifecycle_state", "last_seen_at", "last_order_at"]
     ordering = ["-id"]
@@ -269,7 +319,7 @@ class CustomerAdmin(PersonalDataAdminMixin, LargeTableAdminMixin, admin.ModelAdm
     def get_search_results(self, request, queryset, search_term):
         if not search_term.strip():
             return queryset, False
-        return queryset.filter(customer_search_q(search_term)), False
+        return queryset.filter(customer_list_search_q(search_term)), False
 
     # Consent actions (Compliance) -------------------------------------------------------------
 
