@@ -22,3 +22,14 @@ def lifecycle_evaluate_task() -> dict[str, int]:
 def rfm_recompute_task() -> int:
     """Recompute every customer's RFM scores; returns the number of customers scored."""
     return rfm_recompute()
+
+
+@shared_task(name="reactivation.segment_sizes_refresh", ignore_result=True)
+def segment_sizes_refresh_task(segment_id: int | None = None) -> int:
+    """Recount every segment's cached size (beat), or only ``segment_id``'s (after it is saved);
+    returns the number of segments counted (0 for a segment deleted meanwhile)."""
+    from reactivation.models import Segment
+    from reactivation.segment_sizes import segment_sizes_refresh
+
+    segments = Segment.objects.all() if segment_id is None else Segment.objects.filter(pk=segment_id)
+    return segment_sizes_refresh(segments=segments)

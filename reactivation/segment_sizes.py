@@ -1,0 +1,167 @@
+"""How many customers a segment holds: the cached count the segment list shows, and the bounded
+count the segment form shows while its filters are edited.
+
+Counting a segment of millions takes seconds (its consent criteria are EXISTS subqueries), so the
+list never counts: it shows ``Segment.size`` and how old it is, refreshed in the background
+(every segment from beat; one segment right after it is saved). The form counts live, but under a
+PostgreSQL ``statement_timeout``: past it, the planner's estimate is shown as "about N".
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.db import DatabaseError, connection, transaction
+from django.db.models import QuerySet
+from django.utils import timezone
+
+from reactivation.models import Customer, Segment
+from reactivation.selectors import segment_customers, segment_sample, segment_size
+
+logger = logging.getLogger(__name__)
+
+# How long the segment form may wait for an exact count (and then for its sample of members):
+# an answer must come back while the marketer is still looking at the field they changed.
+LIVE_COUNT_TIMEOUT_MS = 2_000
+
+# PostgreSQL's SQLSTATE for a statement cancelled by statement_timeout.
+QUERY_CANCELED = "57014"
+
+
+# Background refresh ------------------------------------------------------------------------------
+def segment_sizes_refresh(
+    *, segments: QuerySet[Segment] | Iterable[Segment] | None = None, now: datetime | None = None
+) -> int:
+    """Count the members of each of ``segments`` (every segment when None) and store the count
+    with the time it was taken (``now`` when given); returns how many segments were counted.
+
+    One COUNT per segment, each in its own short transaction, so a long refresh never holds a
+    transaction open across segments. ``update()`` writes only the two size columns: the
+    segment's ``updated_at`` (the marketer's last edit) is left alone, and a concurrent save of
+    the filters is not overwritten. A segment deleted meanwhile is skipped. Safe to run twice.
+    """
+    if segments is None:
+        segments = Segment.objects.all()
+    if isinstance(segments, QuerySet):
+        segments = segments.order_by("pk").iterator()
+    refreshed = 0
+    for segment in segments:
+        counted_at = now or timezone.now()
+        size = segment_size(segment=segment)
+        refreshed += Segment.objects.filter(pk=segment.pk).update(size=size, size_counted_at=counted_at)
+    logger.info("segment sizes refreshed segments=%d", refreshed)
+    return refreshed
+
+
+def segment_size_label(*, segment: Segment, now: datetime | None = None) -> str:
+    """The cached size as the segment list shows it: ``12,345 · 3 min ago``, or ``counting…``
+    for a segment never counted (just created, or edited since its last count)."""
+    if segment.size is None or segment.size_counted_at is None:
+        return "counting…"
+    return f"{segment.size:,} · {_age(segment.size_counted_at, now or timezone.now())}"
+
+
+def _age(then: datetime, now: datetime) -> str:
+    seconds = max(int((now - then).total_seconds()), 0)
+    if seconds < 60:
+        return "just now"
+    if seconds < 3600:
+        return f"{seconds // 60} min ago"
+    if seconds < 86400:
+        return f"{seconds // 3600} h ago"
+    return f"{seconds // 86400} d ago"
+
+
+# Live count while the form is edited ----------------------------------------------------------------
+@dataclass
+class LiveSize:
+    """A segment's size as far as ``timeout_ms`` allowed: ``exact`` when the count finished,
+    otherwise ``count`` is the planner's estimate (None when even that was unavailable)."""
+
+    count: int | None
+    exact: bool
+    sample: list[Customer]
+
+    @property
+    def label(self) -> str:
+        if self.exact:
+            return f"{self.count:,}"
+        if self.count is None:
+            return "too many to count quickly"
+        return f"about {_round(self.count):,}"
+
+
+def _round(value: int) -> int:
+    """Two significant digits: an estimate must not look like a count."""
+    if value < 100:
+        return value
+    step = 10 ** (len(str(value)) - 2)
+    return round(value / step) * step
+
+
+def segment_size_live(*, segment: Segment, sample_size: int = 5, timeout_ms: int = LIVE_COUNT_TIMEOUT_MS) -> LiveSize:
+    """Count the members of ``segment`` (saved or not) within ``timeout_ms``, and read a
+    sample of up to ``sample_size`` members, newest first.
+
+    On PostgreSQL each statement runs under ``statement_timeout`` in its own savepoint: a count
+    cancelled by it falls back to the planner's row estimate (EXPLAIN, which reads statistics,
+    not rows), and a cancelled sample is left empty. On SQLite (the embedded development
+    database) nothing bounds the count.
+    """
+    bounded = connection.vendor == "postgresql"
+    with transaction.atomic():
+        previous = _statement_timeout(f"{int(timeout_ms)}ms") if bounded else None
+        try:
+            count, exact = _count_within_timeout(segment, bounded)
+            sample = _sample_within_timeout(segment, sample_size, bounded)
+        finally:
+            # SET LOCAL lasts until the outermost transaction ends: a caller already inside one
+            # (a request or test transaction) gets its own timeout back.
+            if bounded:
+                _statement_timeout(previous)
+    return LiveSize(count=count, exact=exact, sample=sample)
+
+
+def _statement_timeout(value: str) -> str:
+    """SET LOCAL statement_timeout = value; returns the value it replaces."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT current_setting('statement_timeout')")
+        previous = cursor.fetchone()[0]
+        cursor.execute("SELECT set_config('statement_timeout', %s, true)", [value])
+        return previous
+
+
+def _cancelled(exc: DatabaseError) -> bool:
+    return getattr(exc.__cause__, "sqlstate", None) == QUERY_CANCELED
+
+
+def _count_within_timeout(segment: Segment, bounded: bool) -> tuple[int | None, bool]:
+    try:
+        with transaction.atomic():
+            return segment_size(segment=segment), True
+    except DatabaseError as exc:
+        if not (bounded and _cancelled(exc)):
+            raise
+    try:
+        with transaction.atomic():
+            plan = json.loads(segment_customers(segment=segment).order_by().explain(format="json"))
+        return int(plan[0]["Plan"]["Plan Rows"]), False
+    except (DatabaseError, ValueError, KeyError, IndexError, TypeError):
+        logger.warning("segment size estimate unavailable for segment %s", segment.pk, exc_info=True)
+        return None, False
+
+
+def _sample_within_timeout(segment: Segment, sample_size: int, bounded: bool) -> list[Customer]:
+    if sample_size <= 0:
+        return []
+    try:
+        with transaction.atomic():
+            return list(segment_sample(segment=segment, limit=sample_size))
+    except DatabaseError as exc:
+        if not (bounded and _cancelled(exc)):
+            raise
+        return []
