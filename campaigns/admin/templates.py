@@ -1,7 +1,7 @@
 """Admin for message templates and their language variants, with preview and test send."""
 
 import logging
-import random
+from urllib.parse import urlencode
 
 from django import forms
 from django.contrib import admin, messages
@@ -13,34 +13,27 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
 
-from campaigns.channels.registry import transport_for
-from campaigns.channels.sms import sms_compose_for
+from campaigns.admin.offers import can_see_codes
 from campaigns.models import (
     Campaign,
-    ContactPolicy,
     MessageTemplate,
     MessageTemplateTranslation,
     TEMPLATE_CONTENT_FIELDS,
 )
+from campaigns.previews import customer_of_segment, customers_matching, message_preview, preview_send
 from campaigns.rendering import (
     EMAIL_STARTING_POINTS,
     TemplateRenderError,
-    render_message,
     sample_customer,
-    sample_grant,
     validate_template_in_use,
 )
 from campaigns.resources import MessageTemplateResource
-from campaigns.sms_length import sms_parts
 from consent.models import Channel
 from core.admin_site import ImportExportAdmin
-from core.masking import mask_email, mask_phone
+from core.masking import can_view_personal_data, mask_email, mask_phone
 from core.phones import normalize_phone
-from reactivation.models import Customer
 
 logger = logging.getLogger(__name__)
-
-SEGMENT_SAMPLE_SIZE = 1000
 
 
 # Message templates --------------------------------------------------------------------------
@@ -104,10 +97,14 @@ class MessageTemplateTranslationInline(admin.StackedInline):
 
 
 class PreviewForm(forms.Form):
-    external_id = forms.CharField(required=False, label="Customer external id")
+    customer = forms.CharField(
+        required=False, label="Customer",
+        help_text="An external id, or a part of a name. Without one: a random customer of the campaign's segment, "
+                  "else a sample customer.",
+    )
     campaign = forms.ModelChoiceField(
-        Campaign.objects.select_related("segment", "offer").order_by("name"), required=False,
-        help_text="Without a customer: a random customer of this campaign's segment. Its brand and offer are used.",
+        Campaign.objects.select_related("brand", "offer", "segment").order_by("name"), required=False,
+        help_text="The message is rendered with its brand (From, SMS signature, postal address) and its offer.",
     )
 
 
@@ -129,16 +126,13 @@ class TestSendForm(forms.Form):
         return phone
 
 
-def _sms_with_policy(text: str, brand=None, language: str = "") -> str:
-    # The SMS transport adds these; counting them here shows the marketer what is billed.
-    return sms_compose_for(text=text, brand=brand, contact_policy=ContactPolicy.current(), language=language)
-
-
-def send_test_message(*, channel: str, to: str, message, template, brand=None) -> str:
-    """Send a one-off test as the campaign's ``brand`` would (its From, Reply-To and SMS
-    signature; DEFAULT_FROM_EMAIL and the contact policy's signature without one). Not a
-    marketing delivery: no Delivery row, so no cap counts it. Returns what was done."""
-    return transport_for(channel).send_test(to=to, message=message, brand=brand) or "sent"
+def _preview_data(request):
+    """The preview's choices come from the URL, for the page and for the test send posted to
+    it alike; ``?external_id=`` (older links) means ``?customer=``."""
+    data = request.GET.copy()
+    if not data.get("customer") and data.get("external_id"):
+        data["customer"] = data["external_id"]
+    return data
 
 
 @admin.register(MessageTemplate)
@@ -198,73 +192,85 @@ class MessageTemplateAdmin(ImportExportAdmin):
             *super().get_urls(),
         ]
 
-    def _preview_customer(self, form):
-        """(customer, note) from the form: a chosen customer, a random one of the segment, or a sample."""
-        external_id = form.cleaned_data.get("external_id", "").strip()
+    def _preview_customer(self, form, request):
+        """(customer, note, matches) from the form: the customer searched for (an exact external
+        id, else the first of the names that match), a random customer of the campaign's
+        segment, or the sample customer. ``matches``: the rows a name search listed."""
+        term = form.cleaned_data.get("customer", "").strip()
         campaign = form.cleaned_data.get("campaign")
-        if external_id:
-            customer = Customer.objects.filter(external_id=external_id).first()
-            if customer is None:
-                form.add_error("external_id", "No customer has this external id.")
-                return sample_customer(), "sample customer"
-            return customer, f"customer {customer.external_id}"
+        if term:
+            matches = customers_matching(term=term)
+            if not matches:
+                form.add_error("customer", "No customer has this external id or a name containing it.")
+                return sample_customer(), "sample customer", []
+            customer = matches[0]
+            if customer.external_id == term or len(matches) == 1:
+                return customer, f"customer {customer.external_id}", []
+            return customer, f"customer {customer.external_id}, the first of the names that match", matches
         if campaign is not None:
-            # A random customer among the first rows of the segment: ORDER BY random() would
-            # sort the whole segment, which may be millions of rows.
-            ids = list(campaign.segment.customers().values_list("pk", flat=True)[:SEGMENT_SAMPLE_SIZE])
-            if ids:
-                customer = Customer.objects.get(pk=random.choice(ids))
-                return customer, f"random customer {customer.external_id} of segment “{campaign.segment}”"
+            customer = customer_of_segment(campaign=campaign)
+            if customer is not None:
+                return customer, f"random customer {customer.external_id} of segment “{campaign.segment}”", []
             form.add_error("campaign", "This campaign's segment has no customers; showing a sample customer.")
-        return sample_customer(), "sample customer"
+        return sample_customer(), "sample customer", []
+
+    def _match_rows(self, request, matches, campaign):
+        personal = can_view_personal_data(request.user)
+        rows = []
+        for customer in matches:
+            query = {"customer": customer.external_id, **({"campaign": campaign.pk} if campaign is not None else {})}
+            rows.append({
+                "customer": customer, "url": "?" + urlencode(query),
+                "email": customer.email if personal else mask_email(customer.email),
+                "phone": customer.phone if personal else mask_phone(customer.phone),
+            })
+        return rows
 
     def preview_view(self, request, object_id):
         template = get_object_or_404(MessageTemplate, pk=object_id)
         if not self.has_view_or_change_permission(request, template):
             raise PermissionDenied
-        data = request.POST if request.method == "POST" else request.GET
+        data = _preview_data(request)
         form = PreviewForm(data or None)
-        customer, note, campaign = sample_customer(), "sample customer", None
+        customer, note, matches, campaign = sample_customer(), "sample customer", [], None
         if form.is_bound and form.is_valid():
             campaign = form.cleaned_data.get("campaign")
-            customer, note = self._preview_customer(form)
-        offer = campaign.offer if campaign is not None and campaign.offer_id else None
-        grant = sample_grant(offer) if offer is not None else None
-
-        message, error = None, None
-        try:
-            message = render_message(template=template, customer=customer, campaign=campaign, grant=grant, preview=True)
-        except TemplateRenderError as exc:
-            error = str(exc)
+            customer, note, matches = self._preview_customer(form, request)
+        preview = message_preview(template=template, customer=customer, campaign=campaign,
+                                  real_grant=can_see_codes(request.user))
+        # The test send names the customer previewed: a random one of the segment is drawn once.
+        chosen = {"customer": customer.external_id} if customer.pk is not None else {}
+        send_query = urlencode({**chosen, **({"campaign": campaign.pk} if campaign is not None else {})})
+        send_action = request.path + (f"?{send_query}" if send_query else "")
 
         can_send = template.channel in (Channel.EMAIL, Channel.SMS) and self.has_change_permission(request, template)
-        send_form = TestSendForm(request.POST if "send_test" in request.POST else None, channel=template.channel)
-        if "send_test" in request.POST:
+        sending = request.method == "POST" and "send_test" in request.POST
+        send_form = TestSendForm(request.POST if sending else None, channel=template.channel)
+        if sending:
             if not can_send:
                 raise PermissionDenied
-            if message is not None and send_form.is_valid():
+            if preview.message is not None and send_form.is_valid():
                 to = send_form.cleaned_data["to"]
                 masked = mask_email(to) if template.channel == Channel.EMAIL else mask_phone(to)
                 try:
-                    outcome = send_test_message(channel=template.channel, to=to, message=message, template=template,
-                                                brand=campaign.brand if campaign is not None else None)
+                    outcome = preview_send(preview=preview, to=to)
                 except Exception as exc:  # noqa: BLE001 - shown to the marketer, who can fix the address or settings
                     logger.warning("test send failed template=%s to=%s: %s", template.pk, masked, exc)
                     self.message_user(request, f"The test could not be sent: {exc}", messages.ERROR)
                 else:
-                    self.log_change(request, template, f"Test {template.channel} sent to {masked} ({note}).")
-                    self.message_user(request, f"Test sent to {masked} ({outcome}).", messages.SUCCESS)
-                    return HttpResponseRedirect(request.get_full_path())
+                    where = f"{note}, campaign “{campaign}”" if campaign is not None else note
+                    self.log_change(request, template, f"Test {template.channel} sent to {masked} ({where}).")
+                    self.message_user(request, f"Test sent to {masked} ({outcome}), rendered for the {where}.",
+                                      messages.SUCCESS)
+                    return HttpResponseRedirect(send_action)
 
-        sms = None
-        if message is not None and template.channel == Channel.SMS:
-            full = _sms_with_policy(message.text, brand=campaign.brand if campaign is not None else None,
-                                    language=message.language)
-            sms = {"body": sms_parts(message.text), "full_text": full, "full": sms_parts(full)}
         context = {
             **self.admin_site.each_context(request),
             "opts": self.model._meta, "original": template, "title": f"Preview: {template}",
-            "form": form, "send_form": send_form, "can_send": can_send, "message": message, "error": error,
-            "note": note, "campaign": campaign, "offer": offer, "sms": sms, "channel": template.channel,
+            "form": form, "send_form": send_form, "can_send": can_send, "send_action": send_action,
+            "preview": preview, "message": preview.message, "error": preview.error, "sms": preview.sms,
+            "note": note, "campaign": campaign, "offer": campaign.offer if campaign is not None else None,
+            "customer": customer, "matches": self._match_rows(request, matches, campaign),
+            "channel": template.channel,
         }
         return TemplateResponse(request, "admin/campaigns/messagetemplate/preview.html", context)
