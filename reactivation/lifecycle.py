@@ -1,4 +1,5 @@
-"""Lifecycle evaluation: new / active / at_risk / dormant / reactivated for every customer.
+"""Lifecycle evaluation: new / active / at_risk / dormant / reactivated for every customer, or
+for the customers whose activity just arrived (``lifecycle_evaluate_customers``).
 
 The state is decided in SQL (Case/When annotations built from the active DormancyRules), so the
 evaluation is a fixed number of statements whatever the number of customers:
@@ -11,14 +12,17 @@ evaluation is a fixed number of statements whatever the number of customers:
 5. count the new transitions by state (one grouped SELECT) for the summary.
 """
 
+import json
 import logging
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import (
-    Case, CharField, Count, DateTimeField, F, IntegerField, Max, Q, Value, When,
+    Case, CharField, Count, DateTimeField, F, IntegerField, Max, Q, QuerySet, Value, When,
 )
+from django.db.models.expressions import RawSQL
 from django.db.models.functions import Coalesce, Greatest
 from django.db.models.lookups import GreaterThan, LessThanOrEqual
 from django.utils import timezone
@@ -95,12 +99,23 @@ def _new_state_and_rule(rules: list[DormancyRule], now: datetime) -> tuple[Case,
     return state, rule
 
 
-def _changed_customers(rules: list[DormancyRule], now: datetime):
+def ids_param(ids: Iterable[int]) -> RawSQL:
+    """``pk__in`` over many ids as one JSON parameter (SQLite caps bound parameters per statement)."""
+    payload = json.dumps(sorted(ids))
+    if connection.vendor == "postgresql":
+        return RawSQL("SELECT jsonb_array_elements_text(%s::jsonb)::bigint", [payload])
+    return RawSQL("SELECT value FROM json_each(%s)", [payload])
+
+
+def _changed_customers(rules: list[DormancyRule], now: datetime, subset=None):
     """Customers annotated with ``new_state`` / ``new_rule``, only those whose state or deciding
-    rule differs from what is stored."""
+    rule differs from what is stored (only among ``subset``, a ``pk__in`` value, when given)."""
     state, rule = _new_state_and_rule(rules, now)
+    customers = Customer.objects.all()
+    if subset is not None:
+        customers = customers.filter(pk__in=subset)
     return (
-        Customer.objects.order_by()
+        customers.order_by()
         .annotate(new_state=state, new_rule=rule)
         # Rule ids are positive, so 0 stands for "no rule" in a NULL-safe comparison.
         .annotate(old_rule_or_0=Coalesce("lifecycle_rule", 0), new_rule_or_0=Coalesce("new_rule", 0))
@@ -176,14 +191,42 @@ def lifecycle_evaluate(*, now: datetime | None = None) -> dict[str, int]:
 
     Returns {to_state: transitions, ..., "total": transitions} with every state present.
     """
-    now = now or timezone.now()
+    return _evaluate(now=now or timezone.now())
+
+
+def lifecycle_evaluate_customers(*, customer_ids: Iterable[int] | QuerySet,
+                                 now: datetime | None = None) -> dict[str, int]:
+    """Re-evaluate only these customers, exactly as ``lifecycle_evaluate`` decides and logs.
+
+    ``customer_ids`` is a collection of ids (they travel as one JSON parameter) or a Customer
+    queryset (used as a subquery, so "all 1,000,000 selected" never comes through Python).
+    Called after every batch of activity (``reactivation.services.activity_record_batch``) and by
+    the admin's "Re-evaluate lifecycle now": a customer who comes back is reactivated at once,
+    not at the next hourly run. The same statements as the full run, under the same advisory
+    lock, so it never logs a change twice beside it.
+
+    Take no customer row lock in the same transaction before calling this: the full run holds
+    the advisory lock while it updates customers, so waiting for the lock while holding a row it
+    needs is a deadlock.
+    """
+    if isinstance(customer_ids, QuerySet):
+        subset, count = customer_ids.order_by().values("pk"), "query"
+    else:
+        ids = set(customer_ids)
+        if not ids:
+            return {**{state: 0 for state in LifecycleState.values}, "total": 0}
+        subset, count = ids_param(ids), len(ids)
+    return _evaluate(now=now or timezone.now(), subset=subset, customers=count)
+
+
+def _evaluate(*, now: datetime, subset=None, customers="all") -> dict[str, int]:
     with transaction.atomic():
         if connection.vendor == "postgresql":
             with connection.cursor() as cursor:
                 cursor.execute("SELECT pg_advisory_xact_lock(%s)", [ADVISORY_LOCK_ID])
         rules = list(DormancyRule.objects.filter(is_active=True).order_by("priority", "id"))
         last_id = LifecycleTransition.objects.aggregate(last=Max("id"))["last"] or 0
-        changed = _changed_customers(rules, now)
+        changed = _changed_customers(rules, now, subset)
         _transitions_insert(changed, now)
         updated = _customers_apply(last_id=last_id, now=now)
         counts = dict(
@@ -196,8 +239,11 @@ def lifecycle_evaluate(*, now: datetime | None = None) -> dict[str, int]:
     summary["total"] = sum(counts.values())
     if summary["total"] != updated:  # pragma: no cover - would mean the two statements disagreed
         logger.error("lifecycle transitions=%d but customers updated=%d", summary["total"], updated)
-    logger.info(
-        "lifecycle evaluated at=%s rules=%d %s",
-        now.isoformat(), len(rules), " ".join(f"{key}={value}" for key, value in summary.items()),
+    # The full run is worth a line in the log; a batch of activity (every API call) is not.
+    logger.log(
+        logging.INFO if subset is None else logging.DEBUG,
+        "lifecycle evaluated at=%s rules=%d customers=%s %s",
+        now.isoformat(), len(rules), customers,
+        " ".join(f"{key}={value}" for key, value in summary.items()),
     )
     return summary

@@ -14,11 +14,11 @@ from decimal import Decimal
 from django.core.exceptions import ValidationError
 from django.db import connection, transaction
 from django.db.models import Count, Max, OuterRef, Subquery
-from django.db.models.expressions import RawSQL
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from core.time_bounds import time_bounds_problem
+from reactivation.lifecycle import ids_param, lifecycle_evaluate_customers
 from reactivation.models import ActivityEvent, Customer
 
 logger = logging.getLogger(__name__)
@@ -58,6 +58,12 @@ def activity_record_batch(*, events: Iterable[ActivityEvent]) -> list[ActivityEv
     most 999 parameters; one statement on PostgreSQL), one UPDATE for the incremental rollups and
     one UPDATE for the favourite category, whatever the batch size. Every kind counts as
     presence for last_seen_at; only ``order`` events count as orders.
+
+    The lifecycle of the batch's customers follows at once: ``lifecycle_evaluate_customers``
+    runs when the transaction that recorded the batch commits (its own fixed number of
+    statements). Not inside it: this transaction holds the customers' row locks, and waiting for
+    the lifecycle lock while the hourly evaluation holds it and waits for those rows would be a
+    deadlock. Should it fail, the events stay recorded and the hourly evaluation catches up.
     """
     events = list(events)
     if not events:
@@ -73,6 +79,8 @@ def activity_record_batch(*, events: Iterable[ActivityEvent]) -> list[ActivityEv
         _favourite_categories_refresh(
             customer_ids={event.customer_id for event in created if event.category}
         )
+        customer_ids = {event.customer_id for event in created}
+        transaction.on_commit(lambda: lifecycle_evaluate_customers(customer_ids=customer_ids), robust=True)
     logger.debug("activity recorded events=%d customers=%d", len(created), len({e.customer_id for e in created}))
     return created
 
@@ -141,7 +149,7 @@ def _total_spent_check(*, events: list[ActivityEvent]) -> None:
         if event.kind == ActivityEvent.ORDER and event.amount:
             spent[event.customer_id] = spent.get(event.customer_id, Decimal("0")) + event.amount
     current = (
-        Customer.objects.select_for_update().filter(pk__in=_ids_param(spent)).order_by("pk")
+        Customer.objects.select_for_update().filter(pk__in=ids_param(spent)).order_by("pk")
         .values_list("pk", "external_id", "total_spent")
     )
     over = [(pk, external_id) for pk, external_id, total in current if total + spent[pk] > TOTAL_SPENT_MAX]
@@ -228,14 +236,6 @@ def _datetime_for_db(value: datetime | None) -> str | None:
     return value.isoformat()
 
 
-def _ids_param(ids: Iterable[int]) -> RawSQL:
-    """``pk__in`` over many ids as one JSON parameter (SQLite caps bound parameters per statement)."""
-    payload = json.dumps(sorted(ids))
-    if connection.vendor == "postgresql":
-        return RawSQL("SELECT jsonb_array_elements_text(%s::jsonb)::bigint", [payload])
-    return RawSQL("SELECT value FROM json_each(%s)", [payload])
-
-
 def _favourite_categories_refresh(*, customer_ids: set[int]) -> int:
     """Set favourite_category to the category with the most events, for these customers only.
 
@@ -254,6 +254,6 @@ def _favourite_categories_refresh(*, customer_ids: set[int]) -> int:
         .order_by("-events", "-latest", "category")
         .values("category")[:1]
     )
-    return Customer.objects.filter(pk__in=_ids_param(customer_ids)).update(
+    return Customer.objects.filter(pk__in=ids_param(customer_ids)).update(
         favourite_category=Coalesce(Subquery(top_category), "favourite_category")
     )

@@ -7,7 +7,7 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from reactivation.lifecycle import lifecycle_evaluate
+from reactivation.lifecycle import lifecycle_evaluate, lifecycle_evaluate_customers
 from reactivation.models import Customer, DormancyRule, LifecycleState, LifecycleTransition
 from tests.factories import CustomerFactory, DormancyRuleFactory
 
@@ -305,3 +305,64 @@ def test_evaluation_is_a_fixed_number_of_statements(rule):
     assert (small["total"], large["total"]) == (10 - 2, 1000 - 167)
     assert Customer.objects.filter(lifecycle_state=DORMANT).count() == sum(
         1 for i in range(1000) if i % 6 in (1, 3))
+
+
+# Re-evaluating chosen customers ---------------------------------------------------------------
+
+
+def test_evaluating_chosen_customers_changes_and_logs_only_them(rule):
+    back = customer(DORMANT, order=1)
+    lapsed = customer(ACTIVE, order=100)
+    untouched = customer(ACTIVE, order=100)
+
+    result = lifecycle_evaluate_customers(customer_ids=[back.pk, lapsed.pk], now=NOW)
+
+    assert result["total"] == 2 and result["reactivated"] == 1 and result["dormant"] == 1
+    assert only_transition(back) == (DORMANT, REACTIVATED, None, NOW)
+    assert only_transition(lapsed) == (ACTIVE, DORMANT, rule.pk, NOW)
+    assert state_of(untouched) == (ACTIVE, None)
+    assert not LifecycleTransition.objects.filter(customer=untouched).exists()
+    # the full run later finds the chosen customers already right
+    assert lifecycle_evaluate(now=NOW)["total"] == 1
+
+
+def test_chosen_customers_decide_exactly_as_the_full_run(rule):
+    """Same decisions, the subset and the full run: two identical populations, one evaluated per
+    customer subset, the other by the full run."""
+    profiles = [dict(state=s, order=o) for s in (NEW, ACTIVE, AT_RISK, DORMANT, REACTIVATED) for o in (1, 70, 100, None)]
+    first = [customer(**p) for p in profiles]
+    lifecycle_evaluate_customers(customer_ids=[c.pk for c in first], now=NOW)
+    decided = [state_of(c) for c in first]
+    Customer.objects.filter(pk__in=[c.pk for c in first]).delete()
+    second = [customer(**p) for p in profiles]
+    lifecycle_evaluate(now=NOW)
+    assert [state_of(c) for c in second] == decided
+
+
+def test_chosen_customers_can_be_a_queryset(rule):
+    lapsed = customer(ACTIVE, order=100, name="lapsed")
+    other = customer(ACTIVE, order=100, name="other")
+    lifecycle_evaluate_customers(customer_ids=Customer.objects.filter(name="lapsed"), now=NOW)
+    assert state_of(lapsed) == (DORMANT, rule.pk)
+    assert state_of(other) == (ACTIVE, None)
+
+
+def test_no_chosen_customer_runs_no_query(django_assert_num_queries):
+    with django_assert_num_queries(0):
+        assert lifecycle_evaluate_customers(customer_ids=[], now=NOW)["total"] == 0
+
+
+def _chosen_queries(n):
+    Customer.objects.all().delete()
+    _population(n)
+    ids = list(Customer.objects.values_list("pk", flat=True))
+    with CaptureQueriesContext(connection) as queries:
+        result = lifecycle_evaluate_customers(customer_ids=ids, now=NOW)
+    return len(queries), result
+
+
+def test_evaluating_chosen_customers_is_a_fixed_number_of_statements(rule):
+    small_queries, small = _chosen_queries(10)
+    large_queries, large = _chosen_queries(1000)
+    assert small_queries == large_queries
+    assert large["total"] > small["total"] > 0

@@ -6,6 +6,7 @@ import pytest
 from django.core.exceptions import ValidationError
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 
 from reactivation.models import ActivityEvent, Customer
 from reactivation.services import activity_record, activity_record_batch
@@ -288,3 +289,69 @@ def test_the_overflow_check_is_one_query_whatever_the_batch():
     large = _batch_queries(CustomerFactory.create_batch(50), 10)
     assert sum(s.startswith("SELECT") and "total_spent" in s for s in small) == 1
     assert sum(s.startswith("SELECT") and "total_spent" in s for s in large) == 1
+
+
+# Lifecycle follows at once ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def no_order_for_90_days():
+    from tests.factories import DormancyRuleFactory
+
+    return DormancyRuleFactory(name="No order for 90 days", signal="last_order", inactive_days=90, at_risk_days=60)
+
+
+def test_a_dormant_customer_who_orders_is_reactivated_when_the_batch_commits(
+        no_order_for_90_days, django_capture_on_commit_callbacks):
+    from reactivation.models import LifecycleTransition
+
+    now = timezone.now()
+    back = CustomerFactory(lifecycle_state="dormant", lifecycle_rule=no_order_for_90_days, order_count=1,
+                           last_order_at=now - timedelta(days=200), signup_at=now - timedelta(days=400))
+
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        activity_record(customer=back, kind="order", occurred_at=now - timedelta(minutes=1), amount=Decimal("30"))
+        back.refresh_from_db()
+        assert back.lifecycle_state == "dormant"  # not before the events are committed
+
+    assert len(callbacks) == 1
+    back.refresh_from_db()
+    assert (back.lifecycle_state, back.lifecycle_rule_id) == ("reactivated", None)
+    assert (back.order_count, back.total_spent) == (2, Decimal("30.00"))
+    transition = LifecycleTransition.objects.get(customer=back)
+    assert (transition.from_state, transition.to_state) == ("dormant", "reactivated")
+
+
+def test_only_the_batch_customers_are_re_evaluated(no_order_for_90_days, django_capture_on_commit_callbacks):
+    now = timezone.now()
+    lapsed_elsewhere = CustomerFactory(lifecycle_state="active", order_count=1, last_order_at=now - timedelta(days=200),
+                                       signup_at=now - timedelta(days=400))
+    visitor = CustomerFactory(lifecycle_state="active", order_count=1, last_order_at=now - timedelta(days=200),
+                              signup_at=now - timedelta(days=400))
+    with django_capture_on_commit_callbacks(execute=True):
+        # a visit is no order: by the last-order rule the visitor is dormant, decided at once
+        activity_record(customer=visitor, kind="visit", occurred_at=now)
+    visitor.refresh_from_db()
+    lapsed_elsewhere.refresh_from_db()
+    assert visitor.lifecycle_state == "dormant"
+    assert lapsed_elsewhere.lifecycle_state == "active"  # left to the hourly run
+
+
+def _committed_batch_queries(customers, events_per_customer, capture):
+    now = timezone.now()
+    events = [event(c, "order", now - timedelta(minutes=i + 1), Decimal("2.00"), "cat")
+              for c in customers for i in range(events_per_customer)]
+    with CaptureQueriesContext(connection) as queries, capture(execute=True):
+        activity_record_batch(events=events)
+    return [q["sql"].strip() for q in queries.captured_queries if not q["sql"].startswith("INSERT INTO \"reactivation_activityevent\"")]
+
+
+def test_a_batch_and_its_lifecycle_take_the_same_statements_whatever_the_size(
+        no_order_for_90_days, django_capture_on_commit_callbacks):
+    dormant = dict(lifecycle_state="dormant", order_count=1, last_order_at=timezone.now() - timedelta(days=200))
+    small = _committed_batch_queries(CustomerFactory.create_batch(2, **dormant), 1, django_capture_on_commit_callbacks)
+    large = _committed_batch_queries(CustomerFactory.create_batch(100, **dormant), 5, django_capture_on_commit_callbacks)
+
+    assert [s.split()[0] for s in small] == [s.split()[0] for s in large]
+    assert sum("INSERT INTO \"reactivation_lifecycletransition\"" in s for s in large) == 1
+    assert Customer.objects.filter(lifecycle_state="reactivated").count() == 102
