@@ -32,8 +32,9 @@ from django.db import connection, transaction
 from django.db.models import Count, Max, Min, Q
 from django.utils import timezone
 
-from campaigns.models import Campaign, CampaignRun, Delivery
+from campaigns.models import Campaign, CampaignRun, Delivery, OfferGrant
 from campaigns.rendering import validate_campaign_templates
+from campaigns.selectors import QuietHoursWait, campaign_runs_in_progress
 from consent.models import Channel
 
 logger = logging.getLogger(__name__)
@@ -102,17 +103,29 @@ def run_refresh_counters(*, run: CampaignRun) -> CampaignRun:
     return run
 
 
-def run_progress(*, run: CampaignRun) -> dict:
-    """Live progress for the admin page: counters plus what is still on its way."""
+def run_progress(*, run: CampaignRun, now: datetime | None = None) -> dict:
+    """Live progress for the admin page: counters plus what is still on its way.
+
+    One grouped count of the deliveries, one count of the run's offer grants (on their run
+    index) when the campaign has an offer, and, for a sending run whose only deliveries left
+    wait for quiet hours, one more for the earliest of their times (``quiet_wait``).
+    """
     groups = run_delivery_counts(run=run)
     values = _counters_from(groups)
+    values["offers_granted"] = OfferGrant.objects.filter(run=run).count() if run.campaign.offer_id else 0
     by_status = Counter()
     for (status, _reason), n in groups.items():
         by_status[status] += n
     waiting = by_status[Delivery.Status.PENDING] + by_status[Delivery.Status.CLAIMED] + by_status[Delivery.Status.SENDING]
     total = values["targeted"]
+    status_display, quiet_wait = run.get_status_display(), ""
+    if run.status == CampaignRun.Status.SENDING and not waiting and values["deferred_quiet"]:
+        first = Delivery.objects.filter(run=run, status=Delivery.Status.DEFERRED).aggregate(first=Min("not_before"))["first"]
+        quiet_wait = QuietHoursWait(deferred=values["deferred_quiet"], first_at=first).describe(now=now)
+        status_display = "Waiting for quiet hours"
     return {
-        "id": run.pk, "number": run.number, "status": run.status, "status_display": run.get_status_display(),
+        "id": run.pk, "number": run.number, "status": run.status, "status_display": status_display,
+        "quiet_wait": quiet_wait,
         "started_at": run.started_at.isoformat() if run.started_at else None,
         "finished_at": run.finished_at.isoformat() if run.finished_at else None,
         "pending": by_status[Delivery.Status.PENDING],
@@ -277,13 +290,26 @@ def campaign_launch(*, campaign: Campaign, now: datetime | None = None, trigger:
 
     Refuses (ValidationError) a cancelled or paused campaign, an invalid one, and one with a
     run still materializing or sending: two overlapping runs are how duplicate sends start.
+
+    A run whose only deliveries left wait for quiet hours (deferred to the customer's sending
+    window) does not hold a new one back, provided the campaign has a re-entry period: the new
+    run's materialization then skips (re-entry) everyone the waiting run still has on its way,
+    as well as everyone it reached, so nobody is contacted twice; the waiting deliveries go out
+    when their window opens. Without a re-entry period nothing would keep the two runs apart.
     """
     now = now or timezone.now()
     with transaction.atomic():
         campaign = Campaign.objects.select_for_update().get(pk=campaign.pk)
         _validate_ready(campaign)
-        if campaign.runs.filter(status__in=ACTIVE_RUN_STATUSES).exists():
+        in_progress, waits = campaign_runs_in_progress(campaign=campaign)
+        if any(run.pk not in waits for run in in_progress):
             raise ValidationError("A run of this campaign is still in progress.")
+        if waits and not campaign.reentry_days:
+            run = next(run for run in in_progress if run.pk in waits)
+            raise ValidationError(
+                f"Run #{run.number} waits for quiet hours ({waits[run.pk].describe(now=now)}). With re-entry "
+                "set to 0 days a new run could reach the same customers again: set a re-entry period, or launch "
+                "once it is done.")
         number = (campaign.runs.aggregate(n=Max("number"))["n"] or 0) + 1
         run = CampaignRun.objects.create(campaign=campaign, number=number, trigger=trigger, started_at=now,
                                          active_at=timezone.now())

@@ -537,3 +537,121 @@ def test_a_chunk_finishes_its_run_even_when_the_cache_is_down(monkeypatch):
     services.runs_after_chunk(run_ids={run.pk})
 
     assert CampaignRun.objects.get(pk=run.pk).status == "done"
+
+
+# Quiet hours: a run that only waits for its customers' sending window ---------------------------
+
+
+def _sms_outbox(settings):
+    from pathlib import Path
+
+    path = Path(settings.SMS_FILE_PATH)
+    return [json.loads(line)["to"] for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def _run_waiting_for_new_york_mornings(**campaign_fields):
+    """An SMS run launched at 18:00 Shanghai / 06:00 New York: Shanghai is sent at once, New York
+    waits for 08:00 local (SMS quiet hours)."""
+    from tests.campaigns.pipeline_helpers import NOON_UTC
+
+    shanghai = customers_with_consent(2, channels=("sms",), timezone="Asia/Shanghai")
+    new_york = customers_with_consent(3, channels=("sms",), timezone="America/New_York")
+    campaign = campaign_for(channels=("sms",), **campaign_fields)
+    run = services.campaign_launch(campaign=campaign, now=NOON_UTC, sync=True, transports=_sms_at(NOON_UTC))
+    return campaign, run, shanghai, new_york
+
+
+def _sms_at(moment):
+    """The SMS transport checking quiet hours at ``moment`` rather than at the real time."""
+    from campaigns.channels.sms import SmsTransport
+
+    return {"sms": SmsTransport(clock=lambda: moment)}
+
+
+def test_a_run_left_only_with_quiet_hours_deferrals_says_so_and_does_not_block_a_new_launch(settings):
+    from tests.campaigns.pipeline_helpers import NOON_UTC
+
+    settings.TIME_ZONE = "Asia/Shanghai"
+    campaign, first, shanghai, new_york = _run_waiting_for_new_york_mornings(reentry_days=30)
+    progress = services.run_progress(run=first, now=NOON_UTC)
+
+    second = services.campaign_launch(campaign=campaign, now=NOON_UTC + timedelta(minutes=1), sync=True,
+                                      transports=_sms_at(NOON_UTC + timedelta(minutes=1)))
+
+    assert (first.status, first.sent, first.deferred_quiet) == ("sending", 2, 3)
+    assert progress["status_display"] == "Waiting for quiet hours"
+    assert progress["quiet_wait"] == "3 waiting for 20:00 (Asia/Shanghai)"  # 08:00 in New York
+    assert progress["percent_done"] == 40.0
+    # The new run skips everyone the first one reached or still has on its way.
+    assert (second.status, second.targeted, second.sent, second.skipped_reentry) == ("done", 5, 0, 5)
+    assert CampaignRun.objects.get(pk=first.pk).status == "sending"
+    assert Campaign.objects.get(pk=campaign.pk).status == "running"
+
+
+def test_nobody_is_contacted_twice_when_a_new_run_launches_while_the_old_one_waits(
+        settings, monkeypatch, django_capture_on_commit_callbacks):
+    from tests.campaigns.pipeline_helpers import NOON_UTC
+
+    settings.SMS_BACKEND = "file"
+    campaign, first, shanghai, new_york = _run_waiting_for_new_york_mornings(reentry_days=30)
+    # One more customer joins the segment before the second launch: only they are new to it.
+    late = customers_with_consent(1, channels=("sms",), timezone="Asia/Shanghai")
+    second = services.campaign_launch(campaign=campaign, now=NOON_UTC + timedelta(minutes=1), sync=True,
+                                      transports=_sms_at(NOON_UTC + timedelta(minutes=1)))
+    morning = NOON_UTC + timedelta(hours=2, minutes=1)  # 08:01 in New York
+
+    def send_in_the_morning(args, queue):
+        result = deliveries_send_chunk(delivery_ids=args[0], channel=args[1], now=morning,
+                                       transport=_sms_at(morning)["sms"], clock=lambda: morning)
+        services.runs_after_chunk(run_ids=result.run_ids, force=True)
+
+    monkeypatch.setattr("campaigns.tasks.send_chunk.apply_async", send_in_the_morning)
+
+    # New York's morning: the per-minute pickup sends what waited.
+    with django_capture_on_commit_callbacks(execute=True):
+        due = services.deliveries_dispatch_due(now=morning)
+
+    sent_to = _sms_outbox(settings)
+    assert due == 3
+    assert sorted(sent_to) == sorted(c.phone for c in [*shanghai, *new_york, *late])  # each exactly once
+    assert (second.sent, second.skipped_reentry) == (1, 5)
+    assert set(CampaignRun.objects.filter(campaign=campaign).values_list("status", flat=True)) == {"done"}
+    assert Campaign.objects.get(pk=campaign.pk).status == "completed"
+
+
+def test_without_a_re_entry_period_a_waiting_run_still_blocks_a_new_launch():
+    from tests.campaigns.pipeline_helpers import NOON_UTC
+
+    campaign, first, _shanghai, _new_york = _run_waiting_for_new_york_mornings(reentry_days=0)
+
+    with pytest.raises(ValidationError, match=r"Run #1 waits for quiet hours \(3 waiting for .*set a re-entry period"):
+        services.campaign_launch(campaign=campaign, now=NOON_UTC + timedelta(minutes=1))
+
+    assert CampaignRun.objects.filter(campaign=campaign).count() == 1
+
+
+def test_a_run_with_deliveries_still_pending_besides_deferred_ones_blocks_a_new_launch():
+    from tests.campaigns.pipeline_helpers import NOON_UTC
+
+    campaign, first, _shanghai, new_york = _run_waiting_for_new_york_mornings(reentry_days=30)
+    Delivery.objects.filter(run=first, customer=new_york[0]).update(status="pending", not_before=None)
+
+    with pytest.raises(ValidationError, match="still in progress"):
+        services.campaign_launch(campaign=campaign, now=NOON_UTC + timedelta(minutes=1))
+
+
+# Progress: offers granted ----------------------------------------------------------------------
+
+
+def test_progress_counts_the_offers_granted_by_the_run_as_it_sends():
+    from tests.factories import OfferFactory
+
+    customers_with_consent(3)
+    campaign = campaign_for(offer=OfferFactory())
+    run = services.campaign_launch(campaign=campaign, sync=True)
+    # The stored counter lags while chunks are sent; the live progress counts the grants.
+    CampaignRun.objects.filter(pk=run.pk).update(offers_granted=0)
+
+    progress = services.run_progress(run=CampaignRun.objects.get(pk=run.pk))
+
+    assert (progress["sent"], progress["offers_granted"]) == (3, 3)
