@@ -77,7 +77,10 @@ INSTALLED_APPS = [
     "reactivation",
     "campaigns",
     "consent",
+    "dashboard",
 ]
+# The admin home page's extra context (core/admin_site.py reads it; core imports no app).
+ADMIN_INDEX_CONTEXT = "dashboard.views.index_context"
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
