@@ -20,5 +20,6 @@ def import_job_run(self, job_id: int) -> str:
 
 @shared_task(name="reactivation.import_drafts_expire", ignore_result=True)
 def import_drafts_expire() -> dict[str, int]:
-    """Beat, hourly: delete uploads nobody confirmed within IMPORT_DRAFT_HOURS."""
+    """Beat, hourly: expire import drafts nobody confirmed within IMPORT_DRAFT_HOURS (their
+    uploaded files deleted) and stale django-import-export previews; returns their counts."""
     return drafts_expire()

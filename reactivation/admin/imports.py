@@ -18,7 +18,14 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 
 from core.masking import can_view_personal_data
-from reactivation.imports.jobs import import_job_confirm, import_job_create, import_job_preview, import_job_status
+from reactivation.imports.jobs import (
+    EXPIRED,
+    import_job_confirm,
+    import_job_create,
+    import_job_preview,
+    import_job_status,
+    import_job_status_label,
+)
 from reactivation.models import ImportJob
 
 ENCODINGS = [
@@ -79,16 +86,36 @@ class ImportUploadForm(forms.Form):
         return value
 
 
+class ImportConfirmForm(forms.Form):
+    """The preview's confirmation: asks for what the upload left out and the file needs."""
+
+    notice_version = forms.CharField(
+        max_length=50, label="Notice version",
+        help_text="The privacy notice version the customers agreed to (recorded with each consent).",
+    )
+
+    def __init__(self, *args, needs_notice_version: bool, **kwargs):
+        super().__init__(*args, **kwargs)
+        if not needs_notice_version:
+            del self.fields["notice_version"]
+
+    def clean_notice_version(self):
+        value = self.cleaned_data["notice_version"].strip()
+        if not value:
+            raise forms.ValidationError("This field is required.")
+        return value
+
+
 @admin.register(ImportJob)
 class ImportJobAdmin(admin.ModelAdmin):
     change_list_template = "admin/reactivation/import_job_change_list.html"
-    list_display = ("id", "kind", "status", "original_name", "created_by", "created_at", "result", "duration_display")
+    list_display = ("id", "kind", "status_display", "original_name", "created_by", "created_at", "result", "duration_display")
     list_filter = ("kind", "status")
     search_fields = ("original_name",)
     date_hierarchy = "created_at"
     list_select_related = ("created_by",)
     readonly_fields = (
-        "kind", "status", "created_by", "created_at", "started_at", "finished_at", "original_name", "options",
+        "kind", "status_display", "created_by", "created_at", "started_at", "finished_at", "original_name", "options",
         "detected_format", "rows_total", "rows_processed", "created", "updated", "unchanged", "invalid",
         "unknown_customer", "errors_download", "error_message", "progress_link",
     )
@@ -100,11 +127,15 @@ class ImportJobAdmin(admin.ModelAdmin):
     def has_change_permission(self, request, obj=None):
         return False  # a job is a record of what happened
 
+    @admin.display(description="Status", ordering="status")
+    def status_display(self, job):
+        return import_job_status_label(job=job)
+
     @admin.display(description="Result")
     def result(self, job):
         if job.status == ImportJob.Status.DONE:
             return job.summary
-        return job.error_message[:80] if job.status == ImportJob.Status.FAILED else "—"
+        return job.error_message[:80] if job.status in (ImportJob.Status.FAILED, EXPIRED) else "—"
 
     @admin.display(description="Duration")
     def duration_display(self, job):
@@ -173,15 +204,17 @@ class ImportJobAdmin(admin.ModelAdmin):
         if job.status != ImportJob.Status.DRAFT:
             return redirect("admin:reactivation_importjob_progress", job.pk)
         preview = import_job_preview(job=job, mask_personal_data=not can_view_personal_data(request.user))
+        form = ImportConfirmForm(request.POST if request.method == "POST" else None,
+                                 needs_notice_version=preview.needs_notice_version)
         if request.method == "POST":
             if not preview.usable:
                 messages.error(request, preview.problem)
-            else:
-                import_job_confirm(job=job)
+            elif form.is_valid():
+                import_job_confirm(job=job, notice_version=form.cleaned_data.get("notice_version", ""))
                 return redirect("admin:reactivation_importjob_progress", job.pk)
         return TemplateResponse(request, "admin/reactivation/import_preview.html", self._context(
             request, title=f"{self._kind_label(job.kind)}: check the file", job=job, preview=preview,
-            options=job.options,
+            options=job.options, form=form,
         ))
 
     def progress_view(self, request, pk: int):

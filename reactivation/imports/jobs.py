@@ -83,6 +83,9 @@ class Preview:
     errors: list[list] = field(default_factory=list)
     estimated_rows: int | None = None
     consent_columns: list[str] = field(default_factory=list)
+    # Consent columns record what customers agreed to, which is only evidence with the version of
+    # the notice they saw: the confirmation must give one when the upload did not.
+    needs_notice_version: bool = False
 
     @property
     def usable(self) -> bool:
@@ -112,11 +115,7 @@ def import_job_preview(*, job: ImportJob, mask_personal_data: bool = True, scan_
                 module, required = customer_import, ("external_id",)
                 mapping = map_columns(table.header)
                 preview.consent_columns = mapping.consent_fields
-                if mapping.consent_fields and not options.notice_version:
-                    preview.problem = (
-                        f"The file has consent columns ({', '.join(mapping.consent_fields)}): give the notice "
-                        "version the customers agreed to, or the import will refuse the file."
-                    )
+                preview.needs_notice_version = bool(mapping.consent_fields) and not options.notice_version
             preview.mapping = mapping.describe()
             masked = {i for f, i in mapping.fields.items() if f in ("email", "phone")} if mask_personal_data else set()
             report = ErrorReport(None)
@@ -156,15 +155,21 @@ def _remember_first_rows(rows, preview: Preview, masked: set[int], mapping, limi
 
 
 @transaction.atomic
-def import_job_confirm(*, job: ImportJob) -> ImportJob:
-    """Queue a draft job; its task starts once this transaction commits."""
-    from reactivation.import_tasks import import_job_run
+def import_job_confirm(*, job: ImportJob, notice_version: str = "") -> ImportJob:
+    """Queue a draft job; its task starts once this transaction commits. ``notice_version``,
+    when given, is the privacy notice version the file's consent columns were agreed under (the
+    upload may have left it out)."""
+    from reactivation.import_tasks import import_job_run  # the tasks module imports this one
 
     job = ImportJob.objects.select_for_update().get(pk=job.pk)
     if job.status != ImportJob.Status.DRAFT:
         return job  # a second click on "Confirm" queues nothing more
     job.status = ImportJob.Status.QUEUED
-    job.save(update_fields=["status"])
+    update_fields = ["status"]
+    if notice_version := (notice_version or "").strip():
+        job.options = {**job.options, "notice_version": notice_version}
+        update_fields.append("options")
+    job.save(update_fields=update_fields)
     import_job_run.delay_on_commit(job.pk)
     return job
 
@@ -174,22 +179,42 @@ def import_job_confirm(*, job: ImportJob) -> ImportJob:
 # confirmation (its MEDIA_FOLDER default).
 IMPORT_EXPORT_FOLDER = "django-import-export"
 
+# The status of a draft nobody confirmed in time. Its upload is deleted (it holds personal data);
+# the row stays as the record that a file was uploaded and discarded.
+EXPIRED = "expired"
+EXPIRED_LABEL = "Expired (not confirmed in time)"
+
 
 def import_drafts_expire(*, now=None) -> dict[str, int]:
-    """Delete uploads nobody confirmed within IMPORT_DRAFT_HOURS: draft import jobs (row and
-    file) and django-import-export's preview copies. Uploads hold personal data, and a draft
-    abandoned at the preview would otherwise stay on disk for ever. Safe to run twice."""
+    """Expire uploads nobody confirmed within IMPORT_DRAFT_HOURS: each draft import job's files
+    are deleted from storage and the job marked EXPIRED; django-import-export's preview copies
+    older than that are deleted too. Returns ``{"drafts": n, "previews": m}``. Safe to run twice.
+
+    A draft being confirmed right now is skipped (its row is locked by the confirmation, which
+    queues it). A draft expired here cannot be confirmed afterwards: the confirmation locks the
+    row and finds it no longer a draft. Files go before the row is marked, so a crash in between
+    leaves a draft whose missing file the next run deletes again (a no-op) before marking it.
+    """
     from django.conf import settings
     from django.core.files.storage import default_storage
 
-    cutoff = (now or timezone.now()) - timedelta(hours=settings.IMPORT_DRAFT_HOURS)
+    now = now or timezone.now()
+    cutoff = now - timedelta(hours=settings.IMPORT_DRAFT_HOURS)
     counts = {"drafts": 0, "previews": 0}
-    for job in ImportJob.objects.filter(status=ImportJob.Status.DRAFT, created_at__lt=cutoff).iterator():
-        for field_file in (job.file, job.errors_file):
-            if field_file:
-                field_file.delete(save=False)
-        job.delete()
-        counts["drafts"] += 1
+    with transaction.atomic():
+        drafts = list(
+            ImportJob.objects.select_for_update(skip_locked=True)
+            .filter(status=ImportJob.Status.DRAFT, created_at__lt=cutoff)
+            .order_by("pk")
+        )
+        for job in drafts:
+            for field_file in (job.file, job.errors_file):
+                if field_file:
+                    field_file.delete(save=False)
+        counts["drafts"] = ImportJob.objects.filter(pk__in=[job.pk for job in drafts]).update(
+            status=EXPIRED, file="", errors_file="", finished_at=now,
+            error_message=f"Not confirmed within {settings.IMPORT_DRAFT_HOURS} hours: the uploaded file was deleted.",
+        )
     try:
         _folders, names = default_storage.listdir(IMPORT_EXPORT_FOLDER)
     except FileNotFoundError:
@@ -288,11 +313,15 @@ def _format_label(result) -> str:
     return f"CSV, {result.encoding}, {delimiter}"
 
 
+def import_job_status_label(*, job: ImportJob) -> str:
+    return EXPIRED_LABEL if job.status == EXPIRED else job.get_status_display()
+
+
 def import_job_status(*, job: ImportJob) -> dict:
     """The small JSON the progress page polls."""
     total = job.rows_total or 0
     processed = job.rows_processed or 0
-    finished = job.status in (ImportJob.Status.DONE, ImportJob.Status.FAILED)
+    finished = job.status in (ImportJob.Status.DONE, ImportJob.Status.FAILED, EXPIRED)
     if job.status == ImportJob.Status.DONE:
         percent = 100
     elif total:
@@ -302,7 +331,7 @@ def import_job_status(*, job: ImportJob) -> dict:
     return {
         "id": job.pk,
         "status": job.status,
-        "status_display": job.get_status_display(),
+        "status_display": import_job_status_label(job=job),
         "finished": finished,
         "rows_processed": processed,
         "rows_total": job.rows_total,

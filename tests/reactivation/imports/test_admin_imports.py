@@ -112,6 +112,52 @@ def test_consent_columns_need_a_notice_version_before_confirming(admin_client_):
     assert "notice version" in admin_client_.get(response.url).content.decode()
 
 
+def test_the_preview_asks_for_the_missing_notice_version_and_confirming_with_it_imports(
+    admin_client_, eager_celery, django_capture_on_commit_callbacks
+):
+    from consent.models import ConsentEvent
+
+    # given a file with consent columns uploaded without a notice version
+    response = upload(admin_client_, b"external_id,email,email_consent\nC1,li@example.com,yes\n")
+    job = ImportJob.objects.get()
+
+    # then the preview asks for it, and still offers to confirm
+    page = admin_client_.get(response.url)
+    assert page.context["preview"].needs_notice_version and page.context["preview"].usable
+    assert "notice_version" in page.context["form"].fields
+    assert 'name="notice_version"' in page.content.decode() and "Confirm and import" in page.content.decode()
+
+    # when the marketer confirms without giving it, nothing is queued and the field says why
+    refused = admin_client_.post(response.url, {"notice_version": "  "})
+    assert refused.status_code == 200 and "notice_version" in refused.context["form"].errors
+    job.refresh_from_db()
+    assert job.status == ImportJob.Status.DRAFT
+
+    # when they give it, the job runs with it and the consent is recorded under that version
+    with django_capture_on_commit_callbacks(execute=True):
+        confirmed = admin_client_.post(response.url, {"notice_version": " privacy-2024-03 "})
+    assert confirmed.status_code == 302
+    job.refresh_from_db()
+    assert job.status == ImportJob.Status.DONE and job.options["notice_version"] == "privacy-2024-03"
+    event = ConsentEvent.objects.get(customer__external_id="C1")
+    assert event.notice_version == "privacy-2024-03"
+
+
+def test_a_file_without_consent_columns_asks_for_no_notice_version(admin_client_):
+    response = upload(admin_client_, GBK_FILE)
+    page = admin_client_.get(response.url)
+    assert not page.context["preview"].needs_notice_version
+    assert "notice_version" not in page.context["form"].fields
+    assert 'name="notice_version"' not in page.content.decode()
+
+
+def test_a_notice_version_given_at_upload_is_not_asked_again(admin_client_):
+    response = upload(admin_client_, b"external_id,email_consent\nC1,yes\n", notice_version="v1")
+    page = admin_client_.get(response.url)
+    assert not page.context["preview"].needs_notice_version
+    assert 'name="notice_version"' not in page.content.decode()
+
+
 def test_xlsx_upload_preview(admin_client_, xlsx_file):
     path = xlsx_file([["external_id", "phone"], ["C1", 13812345678]])
     response = upload(admin_client_, path.read_bytes(), name="list.xlsx")
@@ -347,13 +393,14 @@ def test_a_csv_value_over_the_field_limit_is_reported_as_such(tmp_path):
     assert "unbalanced" not in str(error.value)
 
 
-def test_drafts_nobody_confirmed_are_deleted_with_their_files(admin_client_, settings):
+def test_drafts_nobody_confirmed_expire_and_their_files_are_deleted(admin_client_, settings):
     import os
     from datetime import timedelta
 
     from django.utils import timezone
 
-    from reactivation.imports.jobs import import_drafts_expire
+    from reactivation.import_tasks import import_drafts_expire as hourly_task
+    from reactivation.imports.jobs import EXPIRED, import_drafts_expire
 
     # given an old draft, a fresh one, an old finished job, and old and fresh import-export previews
     upload(admin_client_, GBK_FILE, name="old.csv")
@@ -366,11 +413,86 @@ def test_drafts_nobody_confirmed_are_deleted_with_their_files(admin_client_, set
     recent = default_storage.save("django-import-export/recent", io.BytesIO(b"email\nb@example.com\n"))
     day_ago = (timezone.now() - timedelta(hours=25)).timestamp()
     os.utime(default_storage.path(stale), (day_ago, day_ago))
+
     # when the hourly task runs
-    assert import_drafts_expire() == {"drafts": 1, "previews": 1}
-    # then the old draft and the stale preview are gone, files and all; the rest is kept
-    assert set(ImportJob.objects.values_list("pk", flat=True)) == {fresh.pk, done.pk}
+    assert hourly_task() == {"drafts": 1, "previews": 1}
+
+    # then the old draft's file is gone from storage and the job says it expired; the rest is kept
     assert not default_storage.exists(old.file.name) and default_storage.exists(fresh.file.name)
+    assert default_storage.exists(done.file.name)
     assert not default_storage.exists(stale) and default_storage.exists(recent)
+    old.refresh_from_db()
+    assert old.status == EXPIRED and not old.file and old.finished_at is not None
+    assert "Not confirmed within 24 hours" in old.error_message
+    assert dict(ImportJob.objects.exclude(pk=old.pk).values_list("pk", "status")) == {
+        fresh.pk: ImportJob.Status.DRAFT, done.pk: ImportJob.Status.DONE,
+    }
     # and running it again changes nothing
     assert import_drafts_expire() == {"drafts": 0, "previews": 0}
+
+
+def test_an_expired_draft_cannot_be_confirmed_and_its_progress_page_says_why(admin_client_, eager_celery):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from reactivation.imports.jobs import import_drafts_expire, import_job_confirm
+
+    response = upload(admin_client_, GBK_FILE)
+    job = ImportJob.objects.get()
+    ImportJob.objects.filter(pk=job.pk).update(created_at=timezone.now() - timedelta(hours=25))
+    import_drafts_expire()
+
+    # confirming (a page left open since the upload) queues nothing
+    confirmed = admin_client_.post(response.url)
+    assert confirmed.url == reverse("admin:reactivation_importjob_progress", args=[job.pk])
+    assert import_job_confirm(job=job).status == "expired" and not Customer.objects.exists()
+
+    # the progress page and the status endpoint say it is over and why
+    status = json.loads(admin_client_.get(reverse("admin:reactivation_importjob_status", args=[job.pk])).content)
+    assert status["finished"] and status["status_display"] == "Expired (not confirmed in time)"
+    page = admin_client_.get(confirmed.url).content.decode()
+    assert "Expired (not confirmed in time)" in page and "the uploaded file was deleted" in page
+    listing = admin_client_.get(reverse("admin:reactivation_importjob_changelist")).content.decode()
+    assert "Expired (not confirmed in time)" in listing
+    assert admin_client_.get(reverse("admin:reactivation_importjob_change", args=[job.pk])).status_code == 200
+
+
+def test_a_confirmed_job_is_not_expired_however_old(admin_client_):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from reactivation.imports.jobs import import_drafts_expire
+
+    upload(admin_client_, GBK_FILE)
+    job = ImportJob.objects.get()
+    later = timezone.now() + timedelta(hours=25)
+    ImportJob.objects.filter(pk=job.pk).update(status=ImportJob.Status.QUEUED)
+
+    assert import_drafts_expire(now=later)["drafts"] == 0
+    job.refresh_from_db()
+    assert job.status == ImportJob.Status.QUEUED and default_storage.exists(job.file.name)
+
+
+def test_a_clean_import_shows_no_error_box(admin_client_, eager_celery, django_capture_on_commit_callbacks):
+    response = upload(admin_client_, b"external_id,name\nC1,Li\n")
+    with django_capture_on_commit_callbacks(execute=True):
+        admin_client_.post(response.url)
+    job = ImportJob.objects.get()
+    assert job.status == ImportJob.Status.DONE and not job.error_message
+
+    page = admin_client_.get(reverse("admin:reactivation_importjob_progress", args=[job.pk])).content.decode()
+
+    assert 'id="job-error" hidden' in page
+    assert "errornote" not in page.split('id="job-error"')[1].split(">")[0]
+
+
+def test_a_failed_import_shows_its_error_box(admin_client_):
+    upload(admin_client_, GBK_FILE)
+    job = ImportJob.objects.get()
+    ImportJob.objects.filter(pk=job.pk).update(status=ImportJob.Status.FAILED, error_message="Boom: disk full")
+
+    page = admin_client_.get(reverse("admin:reactivation_importjob_progress", args=[job.pk])).content.decode()
+
+    assert '<p id="job-error" class="errornote">Boom: disk full</p>' in page
