@@ -18,12 +18,13 @@ What differs from a real send is deliberate and only this:
 import random
 import re
 from dataclasses import dataclass
+from html.parser import HTMLParser
 
 from campaigns.channels.email import brand_from_email
 from campaigns.channels.registry import transport_for
 from campaigns.channels.sms import sms_compose_for
 from campaigns.models import Campaign, ContactPolicy, MessageTemplate, OfferGrant
-from campaigns.rendering import RenderedMessage, TemplateRenderError, html_to_text, render_message, sample_grant
+from campaigns.rendering import RenderedMessage, TemplateRenderError, render_message, sample_grant
 from campaigns.sms_length import SmsLength, sms_parts
 from consent.models import Channel
 from reactivation.models import Customer
@@ -111,9 +112,34 @@ class MessagePreview:
         return getattr(self.campaign, "brand", None)
 
 
+class _VisibleText(HTMLParser):
+    """The text a reader sees, in order (link URLs and the head left out)."""
+
+    _HIDDEN = frozenset({"head", "title", "style", "script"})
+
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+        self._hidden = 0
+
+    def handle_starttag(self, tag, attrs):
+        self._hidden += tag in self._HIDDEN
+
+    def handle_endtag(self, tag):
+        if tag in self._HIDDEN:
+            self._hidden = max(0, self._hidden - 1)
+
+    def handle_data(self, data):
+        if not self._hidden:
+            self.parts.append(data)
+
+
 def inbox_preheader(html: str, *, length: int = PREHEADER_LENGTH) -> str:
     """The text an inbox shows after the subject: the document's first visible words, on one line."""
-    text = re.sub(r"\s+", " ", html_to_text(html)).strip()
+    parser = _VisibleText()
+    parser.feed(html)
+    parser.close()
+    text = re.sub(r"\s+", " ", " ".join(parser.parts)).strip()
     return text if len(text) <= length else text[: length - 1].rstrip() + "…"
 
 

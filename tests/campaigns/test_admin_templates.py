@@ -278,3 +278,140 @@ def test_sms_preview_for_a_campaign_is_signed_by_its_brand(admin_client):
     sms = admin_client.get(preview_url(template), {"campaign": campaign.pk}).context["sms"]
     assert sms.full_text == "【青禾】好久不见。回复TD退订"
 
+
+
+# As the customer receives it ------------------------------------------------------------------
+
+
+@pytest.fixture
+def english_campaign():
+    """A campaign with a brand and a coupon, whose email template has an English variant, and
+    an English-speaking customer."""
+    template = MessageTemplateFactory(
+        subject="想你了！{{ brand }}", html_body="<p>{{ customer.name }}，好久不见</p>{% if grant.code %}<p>{{ grant.code }}</p>{% endif %}",
+    )
+    MessageTemplateTranslation.objects.create(
+        template=template, locale="en", subject="We miss you, {{ customer.first_name }}",
+        html_body="<p>Hi {{ customer.first_name }}!</p>{% if grant.code %}<p>Code: {{ grant.code }}</p>{% endif %}",
+    )
+    brand = BrandFactory(name="Qinghe", from_name="Qinghe Living", from_email="hello@qinghe.example.com",
+                         reply_to="care@qinghe.example.com", postal_address="1266 Nanjing Road West, Shanghai")
+    campaign = CampaignFactory(email_template=template, brand=brand, offer=OfferFactory(name="Spring coupon"))
+    customer = CustomerFactory(name="Emma Clarke", locale="en-GB", email="emma.clarke@example.com")
+    return template, campaign, customer
+
+
+def test_the_preview_renders_for_the_customer_and_campaign_as_the_sender_would(admin_client, english_campaign):
+    template, campaign, customer = english_campaign
+
+    response = admin_client.get(preview_url(template), {"customer": customer.external_id, "campaign": campaign.pk})
+
+    preview = response.context["preview"]
+    # the customer's language, the campaign's brand (From, Reply-To, postal footer) and offer
+    assert preview.message.language == "en"
+    assert preview.message.subject == "We miss you, Emma"
+    assert (preview.from_email, preview.reply_to) == ("Qinghe Living <hello@qinghe.example.com>", "care@qinghe.example.com")
+    assert "1266 Nanjing Road West, Shanghai" in preview.message.html
+    assert "Code: SAMP-LE23-CODE" in preview.message.html and preview.grant_is_sample
+    assert preview.preheader.startswith("Qinghe Hi Emma! Code: SAMP-LE23-CODE")
+    page = response.content.decode()
+    assert "Qinghe Living &lt;hello@qinghe.example.com&gt;" in page and "We miss you, Emma" in page
+    # a sample grant is never saved
+    assert not OfferGrant.objects.exists()
+
+
+def test_the_test_send_is_rendered_for_the_customer_and_campaign_in_the_url(admin_client, english_campaign):
+    # given the preview page of a customer and a campaign, whose test form posts only the address
+    template, campaign, customer = english_campaign
+    page = admin_client.get(preview_url(template), {"customer": customer.external_id, "campaign": campaign.pk})
+    action = unescape(re.search(r'<form method="post" action="([^"]+)"', page.content.decode()).group(1))
+
+    # when the marketer sends a test to their own address
+    response = admin_client.post(action, {"to": "marketer@example.com", "send_test": "1"})
+
+    # then it is the message the customer would receive, from the brand, and no delivery
+    assert response.status_code == 302
+    assert response["Location"] == action
+    [sent] = mail.outbox
+    assert sent.to == ["marketer@example.com"]
+    assert sent.subject == "[TEST] We miss you, Emma"
+    assert sent.from_email == "Qinghe Living <hello@qinghe.example.com>"
+    assert sent.reply_to == ["care@qinghe.example.com"]
+    html = sent.alternatives[0][0]
+    assert "Hi Emma!" in html and "Code: SAMP-LE23-CODE" in html and "1266 Nanjing Road West" in html
+    assert "/preview-email/" in html  # inert unsubscribe links
+    assert not Delivery.objects.exists() and not OfferGrant.objects.exists()
+    assert customer.external_id in LogEntry.objects.get().change_message
+
+
+def test_a_random_customer_of_the_segment_is_drawn_once_and_the_test_names_them(admin_client, english_campaign):
+    template, campaign, customer = english_campaign
+    with mock.patch.object(Segment, "customers", lambda self: Customer.objects.filter(pk=customer.pk)):
+        page = admin_client.get(preview_url(template), {"campaign": campaign.pk})
+    assert page.context["preview"].customer == customer
+    assert f"customer={customer.external_id}" in page.context["send_action"]
+    assert f"campaign={campaign.pk}" in page.context["send_action"]
+
+
+def test_the_customers_own_grant_is_shown_to_staff_who_may_see_codes(client, english_campaign):
+    template, campaign, customer = english_campaign
+    OfferGrantFactory(customer=customer, campaign=campaign, offer=campaign.offer, code="K7QM-3XPA-9RTW")
+    query = {"customer": customer.external_id, "campaign": campaign.pk}
+
+    staff_with(client, "view_messagetemplate", "change_offer")
+    own = client.get(preview_url(template), query).context["preview"]
+    staff_with(client, "view_messagetemplate")
+    withheld = client.get(preview_url(template), query)
+
+    assert "Code: K7QM-3XPA-9RTW" in own.message.html and not own.grant_is_sample
+    preview = withheld.context["preview"]
+    assert preview.grant_is_sample and preview.grant_withheld
+    assert "K7QM-3XPA-9RTW" not in withheld.content.decode()
+    assert "Code: SAMP-LE23-CODE" in preview.message.html
+
+
+def test_a_part_of_a_name_lists_the_matching_customers_masked_for_staff_without_the_permission(client):
+    template = MessageTemplateFactory()
+    older = CustomerFactory(name="王芳", email="wang.fang@example.com", phone="+8613812345678")
+    newer = CustomerFactory(name="王芳芳", email="fangfang@example.com")
+    CustomerFactory(name="李雷")
+    staff_with(client, "view_messagetemplate")
+
+    response = client.get(preview_url(template), {"customer": "王芳"})
+
+    assert [row["customer"] for row in response.context["matches"]] == [newer, older]
+    assert response.context["preview"].customer == newer  # rendered for the first until one is chosen
+    page = response.content.decode()
+    assert "w***@e***.com" in page and "+86*******5678" in page
+    assert "wang.fang@example.com" not in page and "13812345678" not in page
+    assert f'href="?customer={older.external_id}"' in page
+
+    staff_with(client, "view_messagetemplate", "view_personal_data")
+    assert "wang.fang@example.com" in client.get(preview_url(template), {"customer": "王芳"}).content.decode()
+
+
+def test_an_exact_external_id_chooses_that_customer_without_a_list(admin_client):
+    template = MessageTemplateFactory()
+    customer = CustomerFactory(external_id="VIP-1", name="张三")
+    CustomerFactory(name="VIP-1 fan")
+    response = admin_client.get(preview_url(template), {"customer": "VIP-1"})
+    assert response.context["preview"].customer == customer
+    assert response.context["matches"] == []
+
+
+def test_the_campaign_in_the_url_is_preselected(admin_client, english_campaign):
+    template, campaign, _ = english_campaign
+    page = admin_client.get(preview_url(template), {"campaign": campaign.pk}).content.decode()
+    assert f'<option value="{campaign.pk}" selected>' in page
+
+
+def test_the_html_preview_is_an_escaped_document_in_an_empty_sandbox(admin_client):
+    template = MessageTemplateFactory(
+        html_body='<p class="x" title="a &quot;b&quot;">{{ customer.name }}</p><script>parent.document.title="x"</script>')
+    page = admin_client.get(preview_url(template)).content.decode()
+    frame = re.search(r"<iframe[^>]*>", page).group(0)
+    assert 'sandbox=""' in frame
+    srcdoc = re.search(r'srcdoc="([^"]*)"', frame).group(1)
+    document = unescape(srcdoc)
+    assert document.startswith("<!DOCTYPE html>") and document.rstrip().endswith("</html>")
+    assert '<p class="x" title="a &quot;b&quot;">张伟</p>' in document
