@@ -10,6 +10,7 @@ import re
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.options import IncorrectLookupParameters
+from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import connection
 from django.db.models import CharField, Exists, F, Func, OuterRef, Q, Value
@@ -17,8 +18,9 @@ from django.db.models.functions import Upper
 from django.db.models.lookups import Contains
 from django.http import Http404, HttpResponseBadRequest
 from django.urls import path
+from django.utils import timezone
 
-from consent.models import Action, Channel, ConsentState, Source
+from consent.models import Action, Channel, ConsentEvent, ConsentState, Source
 from consent.services import ConsentDecision, consent_record_bulk
 from core.admin_site import (
     ReadOnlyAdminMixin,
@@ -30,12 +32,16 @@ from core.admin_site import (
 from core.exports import customers_export_response
 from core.masking import can_view_personal_data, mask_email, mask_personal_text, mask_phone
 from core.phones import normalize_email, normalize_phone
+from reactivation.lifecycle import lifecycle_evaluate_customers
 from reactivation.models import (
     ActivityEvent,
     Customer,
+    LifecycleState,
     DormancyReason,
     LifecycleTransition,
 )
+from reactivation.services import TOTAL_SPENT_MAX, activity_record_batch, amount_problem, occurred_at_problem
+from reactivation.timeline import LIMIT_MAX, TimelineEntry, admin_url, customer_timeline, timeline_source
 
 
 INLINE_LIMIT = 20
@@ -219,24 +225,6 @@ class ConsentStateInline(ReadOnlyInline):
     verbose_name_plural = "Consent now (from the ledger)"
 
 
-class RecentActivityInline(ReadOnlyInline):
-    model = ActivityEvent
-    formset = RecentFormSet
-    ordering = ["-occurred_at"]
-    fields = ["occurred_at", "kind", "amount", "category", "item_ref", "source"]
-    readonly_fields = fields
-    verbose_name_plural = f"Recent activity (newest {INLINE_LIMIT})"
-
-
-class RecentTransitionInline(ReadOnlyInline):
-    model = LifecycleTransition
-    formset = RecentFormSet
-    ordering = ["-at"]
-    fields = ["at", "from_state", "to_state", "rule"]
-    readonly_fields = fields
-    verbose_name_plural = f"Lifecycle transitions (newest {INLINE_LIMIT})"
-
-
 class DormancyReasonInline(ReadOnlyInline):
     model = DormancyReason
     formset = RecentFormSet
@@ -252,6 +240,40 @@ class DormancyReasonInline(ReadOnlyInline):
         if can_view_personal_data(request.user):
             return self.fields
         return [("masked_detail" if name == "detail" else name) for name in self.fields]
+
+
+# Timeline -------------------------------------------------------------------------------------
+
+TIMELINE_PAGE = 30
+
+
+CONSENT_VERBS = {Action.GRANT: "granted", Action.WITHDRAW: "withdrawn"}
+
+
+@timeline_source("consent")
+def consent_entries(*, customer, limit: int, personal_data: bool) -> list[TimelineEntry]:
+    """Consent decisions from the ledger. Registered here, where the customer page already reads
+    consent: reactivation's models and services do not import consent. The evidence (IP
+    addresses, raw SMS) stays on the ledger's own page."""
+    events = ConsentEvent.objects.filter(customer=customer).order_by("-at", "-id")[:limit]
+    return [
+        TimelineEntry(
+            at=event.at, kind="consent",
+            title=f"{event.get_channel_display()} consent {CONSENT_VERBS.get(event.action, event.action)}",
+            detail=" · ".join(part for part in (
+                event.get_source_display(), event.get_purpose_display(),
+                f"notice {event.notice_version}" if event.notice_version else "") if part),
+            url=admin_url(event),
+        )
+        for event in events
+    ]
+
+
+def timeline_limit(request) -> int:
+    try:
+        return max(TIMELINE_PAGE, min(int(request.GET.get("timeline", TIMELINE_PAGE)), LIMIT_MAX))
+    except ValueError:
+        return TIMELINE_PAGE
 
 
 class CustomerForm(forms.ModelForm):
@@ -273,9 +295,11 @@ class CustomerForm(forms.ModelForm):
 class CustomerAdmin(PersonalDataAdminMixin, LargeTableAdminMixin, admin.ModelAdmin):
     form = CustomerForm
     personal_data_fields = {"email": "masked_email", "phone": "masked_phone"}
+    # Dates without their time and short headers: at 1440 px beside the navigation and the
+    # filters, the spend and RFM columns were cut off.
     list_display = [
-        "external_id", "name", "email", "phone", "lifecycle_state", "last_seen_at", "last_order_at",
-        "order_count", "total_spent", "rfm",
+        "external_id", "name", "email", "phone", "lifecycle_state", "last_seen", "last_order",
+        "orders", "spent", "rfm",
     ]
     list_filter = [
         "lifecycle_state", "lifecycle_rule", RecencyFilter, FrequencyFilter, MonetaryFilter,
@@ -286,7 +310,7 @@ class CustomerAdmin(PersonalDataAdminMixin, LargeTableAdminMixin, admin.ModelAdm
     search_fields = ["=external_id", "=email", "=phone", "name"]
     search_help_text = "Part of the name, or the exact external id, email or phone number (any format)."
     # Only indexed columns: sorting millions of rows on another column is a full sort.
-    sortable_by = ["external_id", "email", "phone", "lifecycle_state", "last_seen_at", "last_order_at"]
+    sortable_by = ["external_id", "email", "phone", "lifecycle_state", "last_seen", "last_order"]
     ordering = ["-id"]
     fieldsets = [
         (None, {"fields": ["external_id", "name", "email", "phone", "locale", "timezone"]}),
@@ -302,14 +326,32 @@ class CustomerAdmin(PersonalDataAdminMixin, LargeTableAdminMixin, admin.ModelAdm
         "lifecycle_state", "lifecycle_since", "lifecycle_rule", "rfm_recency", "rfm_frequency", "rfm_monetary",
         "created_at", "updated_at",
     ]
-    inlines = [ConsentStateInline, RecentActivityInline, RecentTransitionInline, DormancyReasonInline]
+    # Activity, messages, offers, consent decisions and lifecycle changes are one timeline below
+    # the form (change_form.html); the inlines keep the current consent and the reasons.
+    inlines = [ConsentStateInline, DormancyReasonInline]
     actions = [
-        "withdraw_email_consent", "withdraw_sms_consent", "withdraw_in_app_consent",
+        "reevaluate_lifecycle", "withdraw_email_consent", "withdraw_sms_consent", "withdraw_in_app_consent",
         "export_selected_csv", "export_selected_xlsx",
     ]
 
     masked_email = masked_display("email", mask_email, "email")
     masked_phone = masked_display("phone", mask_phone, "phone")
+
+    @admin.display(description="last seen", ordering="last_seen_at")
+    def last_seen(self, customer):
+        return _date(customer.last_seen_at)
+
+    @admin.display(description="last order", ordering="last_order_at")
+    def last_order(self, customer):
+        return _date(customer.last_order_at)
+
+    @admin.display(description="orders")
+    def orders(self, customer):
+        return customer.order_count
+
+    @admin.display(description="spent")
+    def spent(self, customer):
+        return customer.total_spent
 
     @admin.display(description="RFM")
     def rfm(self, customer):
@@ -320,6 +362,39 @@ class CustomerAdmin(PersonalDataAdminMixin, LargeTableAdminMixin, admin.ModelAdm
         if not search_term.strip():
             return queryset, False
         return queryset.filter(customer_list_search_q(search_term)), False
+
+    class Media:
+        css = {"all": ["reactivation/customer_admin.css"]}
+
+    # Customer page: the timeline --------------------------------------------------------------
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        customer = self.get_object(request, unquote(object_id)) if object_id else None
+        if customer is not None and self.has_view_permission(request, customer):
+            limit = timeline_limit(request)
+            entries, more = customer_timeline(
+                customer=customer, limit=limit, personal_data=can_view_personal_data(request.user)
+            )
+            more_url = ""
+            if more and limit < LIMIT_MAX:
+                query = request.GET.copy()
+                query["timeline"] = str(min(limit * 2, LIMIT_MAX))
+                more_url = f"?{query.urlencode()}#timeline"
+            extra_context = {**(extra_context or {}), "timeline_shown": True, "timeline": entries,
+                             "timeline_more_url": more_url}
+        return super().change_view(request, object_id, form_url, extra_context=extra_context)
+
+    # Lifecycle ----------------------------------------------------------------------------------
+
+    @admin.action(description="Re-evaluate lifecycle now", permissions=["change"])
+    def reevaluate_lifecycle(self, request, queryset):
+        result = lifecycle_evaluate_customers(customer_ids=queryset)
+        moved = ", ".join(f"{result[state]} {state.replace('_', ' ')}" for state in LifecycleState.values if result[state])
+        self.message_user(
+            request,
+            f"Lifecycle re-evaluated: {result['total']} customer(s) changed" + (f" ({moved})." if moved else "."),
+            messages.SUCCESS,
+        )
 
     # Consent actions (Compliance) -------------------------------------------------------------
 
@@ -411,11 +486,47 @@ class CustomerAdmin(PersonalDataAdminMixin, LargeTableAdminMixin, admin.ModelAdm
         return changelist.queryset
 
 
+def _date(value):
+    return timezone.localtime(value).date().isoformat() if value else "—"
+
+
 # Activity, lifecycle, reasons ----------------------------------------------------------------
+
+
+class ActivityEventForm(forms.ModelForm):
+    """The service's bounds, checked on the form so a bad value is a message, not an error page."""
+
+    class Meta:
+        model = ActivityEvent
+        fields = "__all__"
+
+    def clean_occurred_at(self):
+        occurred_at = self.cleaned_data["occurred_at"]
+        if problem := occurred_at_problem(occurred_at, now=timezone.now()):
+            raise ValidationError(problem)
+        return occurred_at
+
+    def clean_amount(self):
+        amount = self.cleaned_data.get("amount")
+        if amount is not None and (problem := amount_problem(amount)):
+            raise ValidationError(problem)
+        return amount
+
+    def clean(self):
+        cleaned = super().clean()
+        customer, amount = cleaned.get("customer"), cleaned.get("amount")
+        if (customer and amount and (cleaned.get("kind") or "").strip().lower() == ActivityEvent.ORDER
+                and customer.total_spent + amount > TOTAL_SPENT_MAX):
+            raise ValidationError({"amount": f"The customer's total spent would pass {TOTAL_SPENT_MAX}."})
+        return cleaned
 
 
 @admin.register(ActivityEvent)
 class ActivityEventAdmin(PersonalLookupGuardMixin, CustomerSearchMixin, LargeTableAdminMixin, admin.ModelAdmin):
+    """Events are added here (through the service that keeps the rollups and the lifecycle),
+    never edited: the rollups were added up from them and cannot be taken apart again."""
+
+    form = ActivityEventForm
     list_display = ["occurred_at", "customer", "kind", "amount", "category", "item_ref", "source"]
     list_filter = [KindFilter]
     list_select_related = ["customer"]
@@ -424,6 +535,15 @@ class ActivityEventAdmin(PersonalLookupGuardMixin, CustomerSearchMixin, LargeTab
     sortable_by = []
     ordering = ["-id"]
     readonly_fields = ["created_at"]
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def get_changeform_initial_data(self, request):
+        return {"source": "admin", **super().get_changeform_initial_data(request)}
+
+    def save_model(self, request, obj, form, change):
+        activity_record_batch(events=[obj])
 
 
 @admin.register(LifecycleTransition)

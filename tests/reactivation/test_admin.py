@@ -85,20 +85,26 @@ def test_compliance_and_superuser_see_raw_email_and_phone(client, compliance, cu
         assert EMAIL in detail and PHONE in detail
 
 
-def test_detail_page_shows_consent_recent_events_transitions_and_reasons_read_only(client, compliance, customer):
+def test_detail_page_shows_consent_reasons_and_one_capped_timeline(client, compliance, customer):
     consent_grant(customer=customer, channel="sms", source="signup", notice_version="v7")
-    ActivityEventFactory.create_batch(25, customer=customer, category="beauty-cat")
+    ActivityEventFactory.create_batch(40, customer=customer, category="beauty-cat")
     DormancyReasonFactory(customer=customer, reason="competitor")
     client.force_login(compliance)
+    url = reverse("admin:reactivation_customer_change", args=[customer.pk])
 
-    response = client.get(reverse("admin:reactivation_customer_change", args=[customer.pk]))
+    response = client.get(url)
 
     body = response.content.decode()
     assert "v7" in body and "Went to a competitor" in body
-    events_formset = next(f for f in response.context["inline_admin_formsets"] if f.opts.model._meta.model_name == "activityevent")
-    assert len(events_formset.formset.forms) == 20  # the newest 20, not thousands
-    assert body.count("beauty-cat") == 20
+    # the newest 30 of 41 entries (40 events, 1 consent decision), not thousands
+    assert len(response.context["timeline"]) == 30
+    assert body.count("beauty-cat") == 30
+    assert response.context["timeline_more_url"] == "?timeline=60#timeline"
     assert all(not f.has_add_permission and not f.has_change_permission for f in response.context["inline_admin_formsets"])
+
+    more = client.get(url, {"timeline": "60"})
+    assert len(more.context["timeline"]) == 41 and more.context["timeline_more_url"] == ""
+    assert "SMS consent granted" in more.content.decode()
 
 
 def test_search_results_are_masked_for_marketer(client, marketer, customer):
