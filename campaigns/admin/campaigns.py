@@ -1,22 +1,104 @@
-"""Admin for brands and campaigns: the campaign page, its actions and its live progress."""
+"""Admin for brands and campaigns: the campaign page (channels in order, the audience
+estimate, the schedule in words, buttons for each verb), its actions and its live progress."""
 
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.http import JsonResponse
-from django.shortcuts import get_object_or_404
+from django.http import HttpResponseNotAllowed, JsonResponse
+from django.shortcuts import get_object_or_404, redirect
+from django.template.loader import render_to_string
 from django.urls import path, reverse
+from django.utils import timezone
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
 
 from campaigns import services
 from campaigns.models import Brand, Campaign, CampaignRun
 from campaigns.rendering import validate_campaign_templates
+from campaigns.selectors import campaign_audience_estimate, campaign_schedule_description
 from consent.models import Channel
+from reactivation.models import Segment
+
+
+class ChannelOrderWidget(forms.Widget):
+    """One checkbox per channel and an order number beside it. The page's script hides the
+    numbers behind up/down buttons that reorder the rows (and renumber them); without it the
+    marketer types the numbers. Posts ``channels`` (the ticked ones) and
+    ``channels_order_<channel>``; a single ``channels`` value "email, sms" is read in its order."""
+
+    template_name = "admin/campaigns/campaign/channel_order_widget.html"
+
+    def _render(self, template_name, context, renderer=None):
+        # The project's template engine, not the form renderer's (which sees only app folders).
+        return mark_safe(render_to_string(template_name, context))
+
+    def format_value(self, value):
+        if isinstance(value, dict):  # posted back with an error: show what was ticked, in order
+            value = value["channels"]
+        return list(value or [])
+
+    def get_context(self, name, value, attrs):
+        context = super().get_context(name, value, attrs)
+        chosen = [c for c in value if c in Channel.values]
+        rest = [c for c in Channel.values if c not in chosen]
+        context["rows"] = [
+            {"value": channel, "label": Channel(channel).label, "checked": channel in chosen,
+             "order": chosen.index(channel) + 1 if channel in chosen else "", "id": f"{context['widget']['attrs'].get('id', name)}_{channel}"}
+            for channel in [*chosen, *rest]
+        ]
+        return context
+
+    def value_from_datadict(self, data, files, name):
+        raw = data.getlist(name) if hasattr(data, "getlist") else data.get(name, [])
+        if isinstance(raw, str):
+            raw = [raw]
+        ticked = []
+        for value in raw:
+            ticked.extend(c.strip().lower() for c in str(value).replace(";", ",").split(",") if c.strip())
+        orders, bad = {}, []
+        for position, channel in enumerate(ticked):
+            text = (data.get(f"{name}_order_{channel}") or "").strip()
+            if not text:
+                orders[channel] = (float("inf"), position)
+            elif text.isdigit():
+                orders[channel] = (int(text), position)
+            else:
+                bad.append(channel)
+                orders[channel] = (float("inf"), position)
+        ordered = sorted(ticked, key=lambda c: orders[c])
+        return {"channels": ordered, "bad_order": bad}
+
+    def value_omitted_from_data(self, data, files, name):
+        return False  # no box ticked is a choice (of nothing), not an omission
+
+
+class ChannelsField(forms.Field):
+    widget = ChannelOrderWidget
+    default_error_messages = {"required": "Choose at least one channel."}
+
+    def to_python(self, value):
+        if isinstance(value, dict):
+            if value["bad_order"]:
+                raise ValidationError(
+                    f"Give the order of {', '.join(value['bad_order'])} as a number (1 = tried first).", code="order")
+            value = value["channels"]
+        channels = list(value or [])
+        unknown = [c for c in channels if c not in Channel.values]
+        if unknown:
+            raise ValidationError(f"Unknown channels: {', '.join(unknown)}. Use {', '.join(Channel.values)}.", code="unknown")
+        if len(set(channels)) != len(channels):
+            raise ValidationError("Name each channel once.", code="twice")
+        return channels
+
+
+CRON_LABELS = {"cron_minute": "Minute", "cron_hour": "Hour", "cron_day_of_week": "Day of week (0 = Sunday, 1-5 = weekdays)",
+               "cron_day_of_month": "Day of month", "cron_month_of_year": "Month"}
 
 
 class CampaignForm(forms.ModelForm):
-    channels = forms.CharField(
-        help_text="In order of preference, comma-separated: email, sms, in_app (e.g. \"email, sms\": SMS when there is "
-                  "no email consent).",
+    channels = ChannelsField(
+        help_text="Tick the channels to use and put them in order: each customer gets the first one where they have "
+                  "consent and an address (e.g. email, then SMS when there is no email consent).",
     )
 
     class Meta:
@@ -25,18 +107,15 @@ class CampaignForm(forms.ModelForm):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        if isinstance(self.initial.get("channels"), list):
-            self.initial["channels"] = ", ".join(self.initial["channels"])
-
-    def clean_channels(self):
-        value = self.cleaned_data["channels"]
-        channels = [c.strip().lower() for c in value.replace(";", ",").split(",") if c.strip()]
-        unknown = [c for c in channels if c not in Channel.values]
-        if unknown:
-            raise ValidationError(f"Unknown channels: {', '.join(unknown)}. Use {', '.join(Channel.values)}.")
-        if len(set(channels)) != len(channels):
-            raise ValidationError("Name each channel once.")
-        return channels
+        zone = timezone.get_default_timezone_name()
+        for name, label in CRON_LABELS.items():
+            if name in self.fields:
+                self.fields[name].label = f"{label} ({zone})" if name == "cron_hour" else label
+        if "cron_hour" in self.fields:
+            self.fields["cron_hour"].help_text = f"Crontab hours in {zone}, the site's time zone (e.g. 9 or 9,18)."
+        if "scheduled_at" in self.fields:
+            self.fields["scheduled_at"].label = f"Send at ({zone})"
+            self.fields["scheduled_at"].help_text = f"Once, at this date and time in {zone}, the site's time zone."
 
     def _post_clean(self):
         super()._post_clean()
@@ -108,6 +187,39 @@ class BrandAdmin(admin.ModelAdmin):
     ]
 
 
+# The buttons of the campaign page: verb -> (label, service, statuses it is offered in).
+CONTROLS = {
+    "launch": ("Launch now", services.campaign_launch,
+               {Campaign.Status.DRAFT, Campaign.Status.SCHEDULED, Campaign.Status.RUNNING, Campaign.Status.COMPLETED}),
+    "schedule": ("Schedule", services.campaign_schedule,
+                 {Campaign.Status.DRAFT, Campaign.Status.SCHEDULED, Campaign.Status.RUNNING, Campaign.Status.COMPLETED}),
+    "pause": ("Pause", services.campaign_pause, {Campaign.Status.SCHEDULED, Campaign.Status.RUNNING}),
+    "resume": ("Resume", services.campaign_resume, {Campaign.Status.PAUSED}),
+    "cancel": ("Cancel", services.campaign_cancel,
+               {Campaign.Status.DRAFT, Campaign.Status.SCHEDULED, Campaign.Status.RUNNING, Campaign.Status.PAUSED}),
+}
+
+
+def _estimate_campaign(params) -> Campaign:
+    """An unsaved campaign from the page's current (maybe unsaved) choices, for the estimate."""
+    def number(name, default=0):
+        text = (params.get(name) or "").strip()
+        return int(text) if text.isdigit() else default
+
+    def checked(name):
+        return params.get(name) in ("on", "true", "1")
+
+    campaign = Campaign(
+        pk=number("campaign") or None, segment_id=number("segment") or None,
+        channels=ChannelOrderWidget().value_from_datadict(params, None, "channels")["channels"],
+        email_template_id=number("email_template") or None, sms_template_id=number("sms_template") or None,
+        in_app_template_id=number("in_app_template") or None, sms_enabled=checked("sms_enabled"),
+        is_marketing=checked("is_marketing"), cap_exempt=checked("cap_exempt"),
+        reentry_days=number("reentry_days"), holdout_percent=min(number("holdout_percent"), 100),
+    )
+    return campaign
+
+
 @admin.register(Campaign)
 class CampaignAdmin(admin.ModelAdmin):
     form = CampaignForm
@@ -116,20 +228,27 @@ class CampaignAdmin(admin.ModelAdmin):
     search_fields = ["name"]
     autocomplete_fields = []
     raw_id_fields = []
-    readonly_fields = ["status", "periodic_task", "created_by", "created_at", "updated_at"]
+    readonly_fields = ["status", "periodic_task", "created_by", "created_at", "updated_at", "audience_estimate",
+                       "template_previews", "schedule_summary"]
     inlines = [RunInline]
     actions = ["schedule", "launch_now", "pause", "resume", "cancel"]
     change_form_template = "admin/campaigns/campaign/change_form.html"
     fieldsets = [
         (None, {"fields": ["name", "description", "status", "segment", "brand"]}),
-        ("Channels and messages", {"fields": ["channels", "email_template", "sms_template", "in_app_template", "sms_enabled"]}),
+        ("Channels and messages", {"fields": ["channels", "email_template", "sms_template", "in_app_template", "sms_enabled",
+                                              "template_previews"]}),
+        ("Audience", {"fields": ["audience_estimate"]}),
         ("Offer", {"fields": ["offer", "when_budget_exhausted"]}),
         ("Rules", {"fields": ["is_marketing", "cap_exempt", "reentry_days", "holdout_percent"]}),
-        ("Schedule", {"fields": ["schedule_kind", "scheduled_at", "cron_minute", "cron_hour", "cron_day_of_week",
-                                 "cron_day_of_month", "cron_month_of_year", "periodic_task"],
-                      "description": "Saving does not schedule: use the \"Schedule\" action (or \"Launch now\")."}),
+        ("Schedule", {"fields": ["schedule_summary", "schedule_kind", "scheduled_at", "cron_minute", "cron_hour",
+                                 "cron_day_of_week", "cron_day_of_month", "cron_month_of_year", "periodic_task"],
+                      "description": "Saving does not schedule: press \"Schedule\" (or \"Launch now\") above."}),
         ("History", {"fields": ["created_by", "created_at", "updated_at"], "classes": ["collapse"]}),
     ]
+
+    class Media:
+        css = {"all": ["campaigns/campaign_page.css"]}
+        js = ["campaigns/campaign_page.js"]
 
     def get_queryset(self, request):
         return super().get_queryset(request).select_related("segment", "offer", "brand")
@@ -140,14 +259,44 @@ class CampaignAdmin(admin.ModelAdmin):
 
     @admin.display(description="Schedule")
     def schedule_display(self, obj):
-        if obj.schedule_kind == Campaign.ScheduleKind.RECURRING:
-            return f"cron {obj.cron_minute} {obj.cron_hour} {obj.cron_day_of_month} {obj.cron_month_of_year} {obj.cron_day_of_week}"
-        return obj.scheduled_at or "—"
+        return campaign_schedule_description(campaign=obj)
 
     @admin.display(description="Last run")
     def last_run(self, obj):
         run = obj.runs.order_by("-number").first()
         return f"#{run.number} {run.get_status_display()}: {run.sent}/{run.targeted} sent" if run else "—"
+
+    @admin.display(description="Schedule in words")
+    def schedule_summary(self, obj):
+        if obj is None or obj.pk is None:
+            return "Shown once the campaign is saved."
+        text = campaign_schedule_description(campaign=obj)
+        if obj.status == Campaign.Status.SCHEDULED and obj.periodic_task_id:
+            return f"{text}. Scheduled."
+        return f"{text}. Not scheduled: press \"Schedule\" to send on it."
+
+    @admin.display(description="Estimated audience")
+    def audience_estimate(self, obj):
+        # Filled in (and refreshed as segment, channels or rules change) by campaign_page.js.
+        return format_html(
+            '<div id="audience-estimate" data-url="{}" data-campaign="{}" aria-live="polite">'
+            '<span class="estimate-note">Choose a segment and channels to see who this campaign would reach.</span></div>',
+            reverse("admin:campaigns_campaign_estimate"), obj.pk if obj and obj.pk else "",
+        )
+
+    @admin.display(description="Preview and test send")
+    def template_previews(self, obj):
+        if obj is None or obj.pk is None:
+            return "Save the campaign to preview its messages as sent."
+        links = [
+            (reverse("admin:campaigns_messagetemplate_preview", args=[template_id]) + f"?campaign={obj.pk}",
+             f"Preview and test send: {Channel(channel).label}")
+            for channel in Channel.values
+            if (template_id := getattr(obj, f"{channel}_template_id"))
+        ]
+        if not links:
+            return "—"
+        return format_html_join(" · ", '<a class="template-preview" href="{}">{}</a>', links)
 
     def save_model(self, request, obj, form, change):
         if not change:
@@ -176,11 +325,14 @@ class CampaignAdmin(admin.ModelAdmin):
     def cancel(self, request, queryset):
         _run_action(services.campaign_cancel, "cancelled", note=CANCEL_NOTE)(self, request, queryset)
 
-    # Live progress.
+    # Pages: live progress, the audience estimate, the buttons.
 
     def get_urls(self):
         return [
             path("<int:object_id>/progress/", self.admin_site.admin_view(self.progress_view), name="campaigns_campaign_progress"),
+            path("estimate/", self.admin_site.admin_view(self.estimate_view), name="campaigns_campaign_estimate"),
+            path("<int:object_id>/control/<str:verb>/", self.admin_site.admin_view(self.control_view),
+                 name="campaigns_campaign_control"),
             *super().get_urls(),
         ]
 
@@ -188,14 +340,64 @@ class CampaignAdmin(admin.ModelAdmin):
         campaign = get_object_or_404(Campaign, pk=object_id)
         if not self.has_view_permission(request, campaign):
             raise PermissionDenied
-        runs = list(campaign.runs.order_by("-number")[:10])
+        runs = list(campaign.runs.select_related("campaign").order_by("-number")[:10])
+        progress = [services.run_progress(run=run) for run in runs]
         return JsonResponse({
             "campaign": campaign.pk, "status": campaign.status,
-            "runs": [services.run_progress(run=run) for run in runs],
-            "active": any(run.status in services.ACTIVE_RUN_STATUSES for run in runs),
+            "runs": progress,
+            # A run that only waits for quiet hours is polled slowly, like an idle campaign.
+            "active": any(p["status"] in services.ACTIVE_RUN_STATUSES and not p["quiet_wait"] for p in progress),
         })
 
+    def estimate_view(self, request):
+        if not (self.has_view_permission(request) or self.has_add_permission(request)):
+            raise PermissionDenied
+        campaign = _estimate_campaign(request.GET)
+        if campaign.segment_id is None or not Segment.objects.filter(pk=campaign.segment_id).exists():
+            return JsonResponse({"ok": False, "error": "Choose a segment."})
+        if not campaign.channels:
+            return JsonResponse({"ok": False, "error": "Choose at least one channel."})
+        return JsonResponse(campaign_audience_estimate(campaign=campaign))
+
+    def control_view(self, request, object_id, verb):
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        campaign = get_object_or_404(Campaign, pk=object_id)
+        if verb not in CONTROLS:
+            raise PermissionDenied
+        if not self.has_change_permission(request, campaign):
+            raise PermissionDenied
+        label, service, _statuses = CONTROLS[verb]
+        try:
+            result = service(campaign=campaign)
+        except ValidationError as exc:
+            self.message_user(request, f"{label}: refused. {' '.join(exc.messages)}", messages.ERROR)
+        else:
+            self.message_user(request, self._control_message(verb, campaign, result), messages.SUCCESS)
+        return redirect("admin:campaigns_campaign_change", campaign.pk)
+
+    @staticmethod
+    def _control_message(verb, campaign, result) -> str:
+        if verb == "launch":
+            return f"Run #{result.number} started: the progress below updates as it sends."
+        if verb == "schedule":
+            return f"Scheduled: {campaign_schedule_description(campaign=result)}."
+        runs = f"{result} run{'s' if result != 1 else ''}"
+        if verb == "cancel":
+            return f"Cancelled ({runs}). {CANCEL_NOTE}" if result else "Cancelled; the schedule is removed."
+        return f"{verb.capitalize()}d ({runs})."
+
+    def _controls(self, request, campaign):
+        if not self.has_change_permission(request, campaign):
+            return []
+        return [
+            {"verb": verb, "label": label, "url": reverse("admin:campaigns_campaign_control", args=[campaign.pk, verb])}
+            for verb, (label, _service, statuses) in CONTROLS.items() if campaign.status in statuses
+        ]
+
     def change_view(self, request, object_id, form_url="", extra_context=None):
+        campaign = self.get_object(request, object_id)
         extra_context = {**(extra_context or {}),
-                         "progress_url": reverse("admin:campaigns_campaign_progress", args=[object_id])}
+                         "progress_url": reverse("admin:campaigns_campaign_progress", args=[object_id]),
+                         "controls": self._controls(request, campaign) if campaign else []}
         return super().change_view(request, object_id, form_url, extra_context)

@@ -211,3 +211,190 @@ def test_marketer_group_has_campaign_permissions():
             "add_messagetemplate", "change_offer", "view_contactpolicy", "view_channelpolicy"} <= codenames
     assert "delete_campaign" not in codenames and "change_contactpolicy" not in codenames
     assert Permission.objects.filter(codename="view_delivery").exists()
+
+
+# The campaign page: channels widget, estimate, buttons, schedule in words, previews ------------
+
+
+def _form_data(segment, **fields):
+    return {
+        "name": "Win-back", "segment": segment.pk, "brand": BrandFactory().pk, "when_budget_exhausted": "send_without_offer",
+        "is_marketing": "on", "sms_enabled": "on", "reentry_days": 30, "holdout_percent": 0, "schedule_kind": "once",
+        "cron_minute": "0", "cron_hour": "10", "cron_day_of_week": "*", "cron_day_of_month": "*", "cron_month_of_year": "*",
+        "runs-TOTAL_FORMS": 0, "runs-INITIAL_FORMS": 0, **fields,
+    }
+
+
+def test_channels_are_ticked_and_ordered_by_their_numbers(superuser_client):
+    email, sms = MessageTemplateFactory(channel="email"), MessageTemplateFactory(channel="sms")
+    data = _form_data(SegmentFactory(), channels=["email", "sms"], channels_order_email="2", channels_order_sms="1",
+                      channels_order_in_app="3", email_template=email.pk, sms_template=sms.pk)
+
+    response = superuser_client.post(reverse("admin:campaigns_campaign_add"), data)
+
+    assert response.status_code == 302
+    campaign = Campaign.objects.get(name="Win-back")
+    assert campaign.channels == ["sms", "email"]
+    page = superuser_client.get(reverse("admin:campaigns_campaign_change", args=[campaign.pk])).content.decode()
+    # The rows come in the stored order, ticked, numbered; the unticked channel last.
+    assert page.index('value="sms" id="id_channels_sms" checked') < page.index('value="email" id="id_channels_email" checked')
+    assert 'name="channels_order_sms" value="1"' in page and 'name="channels_order_in_app" value=""' in page
+
+
+@pytest.mark.parametrize("fields, error", [
+    ({}, "Choose at least one channel."),
+    ({"channels": ["email"], "channels_order_email": "first"}, "Give the order of email as a number (1 = tried first)."),
+    ({"channels": ["email", "fax"]}, "Unknown channels: fax."),
+    ({"channels": ["sms"]}, "A sms campaign needs a sms template."),
+])
+def test_the_channels_widget_explains_what_is_wrong(superuser_client, fields, error):
+    data = _form_data(SegmentFactory(), email_template=MessageTemplateFactory(channel="email").pk, **fields)
+
+    response = superuser_client.post(reverse("admin:campaigns_campaign_add"), data)
+
+    assert response.status_code == 200
+    assert error in response.content.decode()
+    assert not Campaign.objects.filter(name="Win-back").exists()
+
+
+def test_the_estimate_endpoint_counts_the_unsaved_choices_of_the_page(superuser_client):
+    customers_with_consent(3, channels=("email",))
+    customers_with_consent(2, channels=("sms",))
+    segment = SegmentFactory()
+    email, sms = MessageTemplateFactory(channel="email"), MessageTemplateFactory(channel="sms")
+    url = reverse("admin:campaigns_campaign_estimate")
+    base = {"segment": segment.pk, "email_template": email.pk, "sms_template": sms.pk, "is_marketing": "on",
+            "reentry_days": "30", "holdout_percent": "0"}
+
+    email_only = superuser_client.get(url, {**base, "channels": "email", "sms_enabled": "on"}).json()
+    both = superuser_client.get(url, {**base, "channels": ["email", "sms"], "sms_enabled": "on"}).json()
+    sms_off = superuser_client.get(url, {**base, "channels": ["email", "sms"]}).json()
+    no_segment = superuser_client.get(url, {"channels": "email"}).json()
+
+    assert (email_only["segment"], email_only["consent"], email_only["reachable"]) == (5, 3, 3)
+    assert (both["reachable"], both["usable_channels"]) == (5, ["email", "sms"])
+    assert (sms_off["reachable"], sms_off["usable_channels"]) == (3, ["email"])
+    assert no_segment == {"ok": False, "error": "Choose a segment."}
+
+
+def test_the_estimate_endpoint_needs_campaign_permissions(client):
+    client.force_login(UserFactory())  # staff without campaign permissions
+
+    assert client.get(reverse("admin:campaigns_campaign_estimate"), {"segment": SegmentFactory().pk}).status_code == 403
+
+
+def test_the_page_offers_the_buttons_the_status_allows(superuser_client):
+    def buttons(status):
+        campaign = campaign_for(status=status)
+        page = superuser_client.get(reverse("admin:campaigns_campaign_change", args=[campaign.pk])).content.decode()
+        return [label for verb, label in [("launch", "Launch now"), ("schedule", "Schedule"), ("pause", "Pause"),
+                                          ("resume", "Resume"), ("cancel", "Cancel")]
+                if f'name="verb" value="{verb}"' in page]
+
+    assert buttons("draft") == ["Launch now", "Schedule", "Cancel"]
+    assert buttons("running") == ["Launch now", "Schedule", "Pause", "Cancel"]
+    assert buttons("paused") == ["Resume", "Cancel"]
+    assert buttons("cancelled") == []
+
+
+def test_launch_now_on_the_page_starts_a_run_and_says_so(superuser_client, django_capture_on_commit_callbacks, monkeypatch):
+    customers_with_consent(2)
+    campaign = campaign_for()
+    queued = []
+    monkeypatch.setattr("campaigns.tasks.run_execute.delay", lambda run_id: queued.append(run_id))
+    url = reverse("admin:campaigns_campaign_control", args=[campaign.pk, "launch"])
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = superuser_client.post(url, follow=True)
+
+    run = CampaignRun.objects.get(campaign=campaign)
+    assert queued == [run.pk]
+    assert response.redirect_chain == [(reverse("admin:campaigns_campaign_change", args=[campaign.pk]), 302)]
+    assert "Run #1 started: the progress below updates as it sends." in messages_of(response)
+
+
+def test_a_button_reports_what_the_service_refuses_and_changes_nothing(superuser_client):
+    campaign = campaign_for(schedule_kind="once", scheduled_at=timezone.now() - timedelta(hours=1))
+
+    paused = superuser_client.post(reverse("admin:campaigns_campaign_control", args=[campaign.pk, "pause"]), follow=True)
+    scheduled = superuser_client.post(reverse("admin:campaigns_campaign_control", args=[campaign.pk, "schedule"]),
+                                      follow=True)
+
+    assert "Pause: refused. A draft campaign cannot be paused." in messages_of(paused)
+    assert any(t.startswith("Schedule: refused. This time has passed") for t in messages_of(scheduled))
+    assert Campaign.objects.get(pk=campaign.pk).status == "draft"
+
+
+def test_schedule_pause_resume_and_cancel_buttons_call_the_services(superuser_client, settings):
+    settings.TIME_ZONE = "Asia/Shanghai"
+    campaign = campaign_for(schedule_kind="recurring", cron_minute="0", cron_hour="9", cron_day_of_week="1")
+
+    def press(verb):
+        url = reverse("admin:campaigns_campaign_control", args=[campaign.pk, verb])
+        return messages_of(superuser_client.post(url, follow=True)), Campaign.objects.get(pk=campaign.pk).status
+
+    scheduled, status_scheduled = press("schedule")
+    assert status_scheduled == "scheduled"
+    assert scheduled[0].startswith("Scheduled: At 09:00, only on Monday (Asia/Shanghai) — next run Mon ")
+    assert press("pause") == (["Paused (0 runs)."], "paused")
+    assert press("resume") == (["Resumed (0 runs)."], "scheduled")
+    assert press("cancel") == (["Cancelled; the schedule is removed."], "cancelled")
+
+
+def test_buttons_need_a_post_and_the_change_permission(client):
+    campaign = campaign_for()
+    viewer = UserFactory()
+    viewer.user_permissions.add(Permission.objects.get(codename="view_campaign"))
+    client.force_login(viewer)
+    url = reverse("admin:campaigns_campaign_control", args=[campaign.pk, "launch"])
+
+    page = client.get(reverse("admin:campaigns_campaign_change", args=[campaign.pk])).content.decode()
+    refused = client.post(url)
+    client.force_login(UserFactory(is_superuser=True))
+    not_a_post = client.get(url)
+
+    assert 'id="campaign-controls"' not in page
+    assert (refused.status_code, not_a_post.status_code) == (403, 405)
+    assert not CampaignRun.objects.exists()
+
+
+def test_the_page_shows_the_schedule_in_words_with_its_zone(superuser_client, settings):
+    settings.TIME_ZONE = "Asia/Shanghai"
+    campaign = campaign_for(schedule_kind="recurring", cron_minute="30", cron_hour="9", cron_day_of_week="1-5")
+
+    page = superuser_client.get(reverse("admin:campaigns_campaign_change", args=[campaign.pk])).content.decode()
+
+    assert "At 09:30, Monday through Friday (Asia/Shanghai) — next run " in page
+    assert "Not scheduled: press" in page
+    assert "Hour (Asia/Shanghai)" in page and "Send at (Asia/Shanghai)" in page
+
+
+def test_the_page_links_each_template_to_its_preview_for_this_campaign(superuser_client):
+    campaign = campaign_for(channels=("email", "sms"))
+
+    page = superuser_client.get(reverse("admin:campaigns_campaign_change", args=[campaign.pk])).content.decode()
+
+    for template_id in (campaign.email_template_id, campaign.sms_template_id):
+        url = reverse("admin:campaigns_messagetemplate_preview", args=[template_id]) + f"?campaign={campaign.pk}"
+        assert f'href="{url}"' in page
+    assert "Preview and test send: SMS" in page
+
+
+def test_the_progress_table_gets_offers_granted_and_the_quiet_hours_wait(superuser_client):
+    from tests.factories import OfferFactory
+
+    customers_with_consent(2)
+    campaign = campaign_for(offer=OfferFactory())
+    run = campaign_launch(campaign=campaign, sync=True)
+    waiting = campaign_for()
+    waiting_run = campaign_launch(campaign=waiting)
+    run_materialize(run=waiting_run)
+    Delivery.objects.filter(run=waiting_run).update(status="deferred", not_before=timezone.now() + timedelta(hours=3))
+
+    progress = superuser_client.get(reverse("admin:campaigns_campaign_progress", args=[campaign.pk])).json()
+    waits = superuser_client.get(reverse("admin:campaigns_campaign_progress", args=[waiting.pk])).json()
+
+    assert (progress["runs"][0]["number"], progress["runs"][0]["offers_granted"]) == (run.number, 2)
+    assert waits["runs"][0]["status_display"] == "Waiting for quiet hours"
+    assert waits["runs"][0]["quiet_wait"].startswith("2 waiting for ")
+    assert waits["active"] is False  # polled slowly: nothing happens before the window opens
