@@ -8,28 +8,19 @@ markup ready to inline: ``role="img"``, an ``aria-label`` and a ``<title>`` say 
 matplotlib is used without pyplot (``matplotlib.figure.Figure`` saved with the "svg" format
 needs neither a display nor a GUI backend) and its settings apply only inside the lock, through
 ``rc_context``: pyplot's global "current figure" and matplotlib's text caches are not safe to
-share between the threads of one web process.
+share between the threads of one web process. Where matplotlib keeps its files (MPLCONFIGDIR):
+dashboard/apps.py.
 """
 
 from __future__ import annotations
 
 import io
-import os
 import re
 import threading
-from pathlib import Path
 
-from django.conf import settings
-
-# matplotlib writes its font cache under MPLCONFIGDIR on first import (default ~/.config or
-# ~/.cache, which a web server's user may not be able to write): under VAR_DIR unless the
-# environment says otherwise. MPLBACKEND only matters to pyplot; set for anything that uses it.
-os.environ.setdefault("MPLCONFIGDIR", str(Path(settings.VAR_DIR) / "matplotlib"))
-os.environ.setdefault("MPLBACKEND", "svg")
-
-import matplotlib  # noqa: E402  (after MPLCONFIGDIR: the first import reads it)
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.ticker import MaxNLocator, StrMethodFormatter  # noqa: E402
+import matplotlib
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator, StrMethodFormatter
 
 _LOCK = threading.Lock()
 
@@ -86,8 +77,8 @@ def _attribute(text: str) -> str:
 
 
 def _figure(width: float, height: float) -> Figure:
-    figure = Figure(figsize=(width, height), layout="constrained", facecolor="white")
-    return figure
+    # White, also in the admin's dark theme: the axes and labels are drawn dark.
+    return Figure(figsize=(width, height), layout="constrained", facecolor="white")
 
 
 def _thousands(axis) -> None:
