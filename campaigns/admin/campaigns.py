@@ -39,7 +39,7 @@ class ChannelOrderWidget(forms.Widget):
 
     def get_context(self, name, value, attrs):
         context = super().get_context(name, value, attrs)
-        chosen = [c for c in value if c in Channel.values]
+        chosen = [c for c in context["widget"]["value"] if c in Channel.values]
         rest = [c for c in Channel.values if c not in chosen]
         context["rows"] = [
             {"value": channel, "label": Channel(channel).label, "checked": channel in chosen,

@@ -241,6 +241,14 @@ def test_channels_are_ticked_and_ordered_by_their_numbers(superuser_client):
     assert 'name="channels_order_sms" value="1"' in page and 'name="channels_order_in_app" value=""' in page
 
 
+def test_the_add_page_shows_every_channel_unticked_and_the_estimate_box(superuser_client):
+    page = superuser_client.get(reverse("admin:campaigns_campaign_add")).content.decode()
+
+    assert 'id="id_channels_email">' in page and "checked" not in page.split('class="channel-order"')[1].split("</ol>")[0]
+    assert 'id="audience-estimate"' in page and "campaigns/campaign_page.js" in page
+    assert 'id="campaign-controls"' not in page  # nothing to launch before it is saved
+
+
 @pytest.mark.parametrize("fields, error", [
     ({}, "Choose at least one channel."),
     ({"channels": ["email"], "channels_order_email": "first"}, "Give the order of email as a number (1 = tried first)."),
