@@ -512,7 +512,11 @@ class Delivery(models.Model):
         ]
 
     def __str__(self):
-        return f"{self.campaign} → {self.customer_id} ({self.status})"
+        # Reads campaign and customer: lists of deliveries select_related both.
+        customer = self.customer
+        who = f"{customer.name} ({customer.external_id})" if customer.name else customer.external_id
+        state = f"{self.status}: {self.skip_reason}" if self.skip_reason else self.status
+        return f"{self.campaign} → {who} ({state})"
 
 
 # In-app inbox and API tokens -----------------------------------------------------------------
