@@ -26,12 +26,15 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 
+from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
 from campaigns.models import Offer, OfferGrant, Redemption
 from core.time_bounds import time_bounded
+from reactivation.lifecycle import lifecycle_evaluate_customers
+from reactivation.services import AMOUNT_MAX, activity_record_batch
 
 logger = logging.getLogger(__name__)
 
@@ -283,15 +286,26 @@ class RedemptionRefused(Exception):
         return self.reason in RedeemRefusal.CONFLICTS
 
 
+REDEMPTION_INVALID = "invalid"  # the order itself cannot be recorded (see redemption_record)
+
+
 def redemption_record(*, code: str, external_id: str, order_amount=None, order_ref: str = "",
-                      at: datetime | None = None, source: str = "api", category: str | None = None) -> Redemption:
+                      at: datetime | None = None, source: str = "api", category: str | None = None,
+                      evaluate_lifecycle: bool = True) -> Redemption:
     """Record that ``code`` was used in an order by the customer ``external_id``.
 
     Raises ``RedemptionRefused`` with the reason. A code redeems at most once even under
     concurrent requests: the grant row is locked (PostgreSQL; SQLite serializes writers), and the
     one-to-one key on ``Redemption.grant`` turns any second INSERT into ``already_redeemed``.
+
+    A redemption is an order: in the same transaction an ``order`` event (amount, category,
+    order_ref as item_ref) is recorded through ``reactivation.services.activity_record_batch``,
+    so the customer's rollups move with it and, once committed, the lifecycle follows (a dormant
+    customer who redeems is reactivated at once). ``evaluate_lifecycle=False`` leaves that to
+    the caller (a CSV import evaluates its customers in batches). An order the event service
+    refuses (an amount above its maximum) refuses the redemption with reason ``invalid``.
     """
-    from reactivation.models import Customer
+    from reactivation.models import ActivityEvent, Customer
 
     at = at or timezone.now()
     if order_amount is not None:
@@ -317,6 +331,14 @@ def redemption_record(*, code: str, external_id: str, order_amount=None, order_r
                 grant=grant, customer=customer, order_amount=order_amount, order_ref=order_ref or "",
                 source=source, redeemed_at=at,
             )
+            order = ActivityEvent(
+                customer_id=customer.pk, kind=ActivityEvent.ORDER, occurred_at=at, amount=order_amount,
+                category=(category or "")[:100], item_ref=redemption.order_ref, source=source,
+            )
+            try:
+                activity_record_batch(events=[order], evaluate_lifecycle=evaluate_lifecycle)
+            except ValidationError as exc:
+                raise RedemptionRefused(REDEMPTION_INVALID, " ".join(exc.messages)) from None
     except IntegrityError:
         # Another request inserted the redemption between our check and our INSERT.
         raise RedemptionRefused(RedeemRefusal.ALREADY_REDEEMED) from None
@@ -340,8 +362,9 @@ class RedemptionImportResult:
         return f"created={self.created} refused={self.refused} invalid={self.invalid}"
 
 
-# Redemption.order_amount is numeric(14, 2): 12 digits before the point, 2 after.
-ORDER_AMOUNT_MAX = Decimal("999999999999.99")
+# A redemption is recorded as an order event too: the largest amount an event holds (below
+# what Redemption.order_amount, numeric(14, 2), could store).
+ORDER_AMOUNT_MAX = AMOUNT_MAX
 
 
 def _parse_amount(text: str) -> Decimal | None:
@@ -423,6 +446,9 @@ def _seekable(file):
     return copy
 
 
+LIFECYCLE_BATCH = 2_000
+
+
 def redemptions_import_csv(*, file, source: str = "import", max_rows: int = 1_000_000) -> RedemptionImportResult:
     """Record the redemptions listed in a CSV (header: code, external_id[, order_amount, order_ref, at, category]).
 
@@ -452,6 +478,9 @@ def redemptions_import_csv(*, file, source: str = "import", max_rows: int = 1_00
                 raise
     file.seek(start)
     result = RedemptionImportResult()
+    # Each row's order moves the rollups at once; the lifecycle of the customers who redeemed is
+    # evaluated set-based, once per LIFECYCLE_BATCH of them, not once per row.
+    redeemed_by: set[int] = set()
     with contextlib.closing(_csv_rows(file, encoding)) as rows:
         for line, row in rows:
             try:
@@ -462,11 +491,25 @@ def redemptions_import_csv(*, file, source: str = "import", max_rows: int = 1_00
                                       "message": str(exc)})
                 continue
             try:
-                redemption_record(**values, source=source)
+                redemption = redemption_record(**values, source=source, evaluate_lifecycle=False)
             except RedemptionRefused as exc:
-                result.refused += 1
+                if exc.reason == REDEMPTION_INVALID:
+                    result.invalid += 1
+                else:
+                    result.refused += 1
                 result.errors.append({"line": line, "code": values["code"], "reason": exc.reason,
                                       "message": exc.message})
                 continue
             result.created += 1
+            redeemed_by.add(redemption.customer_id)
+            if len(redeemed_by) >= LIFECYCLE_BATCH:
+                _lifecycle_follow(redeemed_by)
+                redeemed_by = set()
+    _lifecycle_follow(redeemed_by)
     return result
+
+
+def _lifecycle_follow(customer_ids: set[int]) -> None:
+    # After the commit, as activity_record_batch does: a caller's transaction may still hold the
+    # rows the hourly evaluation needs while that evaluation holds the lifecycle lock.
+    transaction.on_commit(lambda: lifecycle_evaluate_customers(customer_ids=customer_ids), robust=True)

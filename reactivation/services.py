@@ -44,7 +44,7 @@ def activity_record(*, customer: Customer, kind: str, occurred_at: datetime, amo
     return activity_record_batch(events=[event])[0]
 
 
-def activity_record_batch(*, events: Iterable[ActivityEvent]) -> list[ActivityEvent]:
+def activity_record_batch(*, events: Iterable[ActivityEvent], evaluate_lifecycle: bool = True) -> list[ActivityEvent]:
     """Insert unsaved events (``customer_id`` set) and update their customers' rollups.
 
     Raises ValidationError, and writes nothing, when any event is invalid (no customer, empty
@@ -64,6 +64,8 @@ def activity_record_batch(*, events: Iterable[ActivityEvent]) -> list[ActivityEv
     statements). Not inside it: this transaction holds the customers' row locks, and waiting for
     the lifecycle lock while the hourly evaluation holds it and waits for those rows would be a
     deadlock. Should it fail, the events stay recorded and the hourly evaluation catches up.
+    ``evaluate_lifecycle=False`` leaves it to a caller that evaluates many batches' customers at
+    once (every caller that passes it must do so).
     """
     events = list(events)
     if not events:
@@ -79,8 +81,9 @@ def activity_record_batch(*, events: Iterable[ActivityEvent]) -> list[ActivityEv
         _favourite_categories_refresh(
             customer_ids={event.customer_id for event in created if event.category}
         )
-        customer_ids = {event.customer_id for event in created}
-        transaction.on_commit(lambda: lifecycle_evaluate_customers(customer_ids=customer_ids), robust=True)
+        if evaluate_lifecycle:
+            customer_ids = {event.customer_id for event in created}
+            transaction.on_commit(lambda: lifecycle_evaluate_customers(customer_ids=customer_ids), robust=True)
     logger.debug("activity recorded events=%d customers=%d", len(created), len({e.customer_id for e in created}))
     return created
 

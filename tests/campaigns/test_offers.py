@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from campaigns import offers
 from campaigns.models import OfferGrant, Redemption
-from reactivation.models import Category
+from reactivation.models import Category, Customer
 from campaigns.offers import (
     CODE_ALPHABET,
     RedeemRefusal,
@@ -279,7 +279,8 @@ def test_once_per_customer_used_by_another_grant():
 
 
 def test_redemption_is_recorded_once(caplog):
-    grant = grant_for()
+    # an order an hour after the grant, reported an hour later (the order is no future event)
+    grant = grant_for(granted_at=timezone.now() - timedelta(hours=2))
     at = grant.granted_at + timedelta(hours=1)
     with caplog.at_level(logging.INFO, logger="campaigns.offers"):
         redemption = redemption_record(code=grant.code.lower().replace("-", ""), external_id=grant.customer.external_id,
@@ -317,7 +318,7 @@ def test_a_lost_race_on_insert_is_reported_as_already_redeemed():
 
 
 def test_expired_grant_is_refused_at_the_order_time():
-    grant = grant_for()
+    grant = grant_for(granted_at=timezone.now() - timedelta(days=30))  # expired 16 days ago
     with pytest.raises(RedemptionRefused) as refused:
         redemption_record(code=grant.code, external_id=grant.customer.external_id, at=grant.expires_at + timedelta(days=1))
     assert refused.value.reason == RedeemRefusal.EXPIRED
@@ -379,6 +380,7 @@ def test_csv_import_needs_code_and_external_id_columns():
         ("-inf", "not a finite number"),
         ("1e30", "must not exceed"),
         ("1000000000000", "must not exceed"),  # 13 digits: over numeric(14, 2)
+        ("10000000000", "must not exceed"),  # over the largest order an activity event holds
         ("-0.01", "must not be negative"),
         ("1.005", "2 decimal places"),
         ("12abc", "not a number"),
@@ -391,16 +393,17 @@ def test_csv_import_reports_a_bad_amount_as_invalid_and_goes_on(amount, message)
         "code,external_id,order_amount\n"
         f"{first.code},{first.customer.external_id},10\n"
         f"{bad.code},{bad.customer.external_id},{amount}\n"
-        f"{last.code},{last.customer.external_id},999999999999.99\n"
+        f"{last.code},{last.customer.external_id},9999999999.99\n"
     )
     # when imported
     result = redemptions_import_csv(file=io.BytesIO(csv_text.encode()))
-    # then the bad row is reported and the others recorded (the largest amount the column holds included)
+    # then the bad row is reported and the others recorded (the largest amount an order event
+    # holds included: a redemption is recorded as an order, reactivation.services.AMOUNT_MAX)
     assert result.summary() == "created=2 refused=0 invalid=1"
     assert [(e["line"], e["reason"]) for e in result.errors] == [(3, "invalid")]
     assert message in result.errors[0]["message"]
     assert dict(Redemption.objects.values_list("grant_id", "order_amount")) == {
-        first.pk: Decimal("10.00"), last.pk: Decimal("999999999999.99")}
+        first.pk: Decimal("10.00"), last.pk: Decimal("9999999999.99")}
 
 
 def test_csv_import_over_the_row_limit_changes_nothing():
@@ -483,3 +486,81 @@ def test_an_offer_limited_to_a_category_without_labels_is_refused():
     assert "toys" in refused.value.message_dict["category"][0]
     Category.objects.create(key="toys", label_zh_hans="玩具", label_en="toys")
     offer.full_clean()
+
+
+# A redemption is an order: rollups and lifecycle follow ------------------------------------------
+
+
+@pytest.fixture
+def dormant_customer():
+    from tests.factories import DormancyRuleFactory
+
+    rule = DormancyRuleFactory(name="No order for 90 days", signal="last_order", inactive_days=90)
+    long_ago = timezone.now() - timedelta(days=200)
+    return CustomerFactory(lifecycle_state="dormant", lifecycle_rule=rule, order_count=2, total_spent=Decimal("50.00"),
+                           last_order_at=long_ago, last_seen_at=long_ago, signup_at=long_ago)
+
+
+def test_a_redemption_records_the_order_and_reactivates_at_once(dormant_customer, django_capture_on_commit_callbacks):
+    from reactivation.models import ActivityEvent
+
+    grant = grant_for(customer=dormant_customer, granted_at=timezone.now() - timedelta(days=1))
+    at = timezone.now() - timedelta(minutes=10)
+    with django_capture_on_commit_callbacks(execute=True):
+        redemption_record(code=grant.code, external_id=dormant_customer.external_id, order_amount="120.50",
+                          order_ref="SO-9", at=at, category="beauty")
+
+    dormant_customer.refresh_from_db()
+    assert (dormant_customer.order_count, dormant_customer.total_spent) == (3, Decimal("170.50"))
+    assert dormant_customer.last_order_at == at == dormant_customer.last_seen_at
+    assert dormant_customer.lifecycle_state == "reactivated"
+    order = ActivityEvent.objects.get(customer=dormant_customer)
+    assert (order.kind, order.amount, order.item_ref, order.category, order.source) == (
+        "order", Decimal("120.50"), "SO-9", "beauty", "api")
+
+
+def test_a_refused_redemption_records_no_order(dormant_customer):
+    grant = grant_for(customer=dormant_customer, granted_at=timezone.now() - timedelta(days=1))
+    redemption_record(code=grant.code, external_id=dormant_customer.external_id)
+    with pytest.raises(RedemptionRefused):
+        redemption_record(code=grant.code, external_id=dormant_customer.external_id)
+    dormant_customer.refresh_from_db()
+    assert dormant_customer.order_count == 3 and dormant_customer.events.count() == 1
+
+
+def test_an_order_the_event_service_refuses_refuses_the_redemption_and_writes_nothing(dormant_customer):
+    grant = grant_for(customer=dormant_customer, granted_at=timezone.now() - timedelta(days=1))
+    with pytest.raises(RedemptionRefused) as refused:
+        redemption_record(code=grant.code, external_id=dormant_customer.external_id,
+                          order_amount="99999999999.00")
+    assert refused.value.reason == "invalid" and "must not exceed" in refused.value.message
+    assert not Redemption.objects.exists()
+    dormant_customer.refresh_from_db()
+    assert dormant_customer.order_count == 2
+
+
+def _csv_import_queries(customers, capture):
+    grants = [grant_for(customer=c, granted_at=timezone.now() - timedelta(days=1)) for c in customers]
+    csv_text = "code,external_id,order_amount\n" + "".join(f"{g.code},{g.customer.external_id},10\n" for g in grants)
+    with CaptureQueriesContext(connection) as queries, capture(execute=True):
+        result = redemptions_import_csv(file=io.BytesIO(csv_text.encode()))
+    assert result.created == len(customers)
+    return [q["sql"] for q in queries.captured_queries]
+
+
+def test_csv_redemptions_move_rollups_and_evaluate_lifecycle_once_per_batch(
+        dormant_customer, django_capture_on_commit_callbacks):
+    long_ago = timezone.now() - timedelta(days=200)
+    profile = dict(lifecycle_state="dormant", order_count=1, last_order_at=long_ago, signup_at=long_ago)
+    small = _csv_import_queries(CustomerFactory.create_batch(2, **profile), django_capture_on_commit_callbacks)
+    large = _csv_import_queries(CustomerFactory.create_batch(12, **profile), django_capture_on_commit_callbacks)
+
+    def lifecycle_inserts(sqls):
+        return sum('INSERT INTO "reactivation_lifecycletransition"' in sql for sql in sqls)
+
+    # per row: the redemption and its order; the lifecycle: one evaluation for the whole file
+    assert lifecycle_inserts(small) == lifecycle_inserts(large) == 1
+    # and every further row costs the same fixed number of statements
+    assert (len(large) - len(small)) % 10 == 0
+    assert Customer.objects.filter(lifecycle_state="reactivated").count() == 14
+    assert set(Customer.objects.filter(lifecycle_state="reactivated").values_list("order_count", flat=True)) == {2}
