@@ -611,3 +611,34 @@ def test_each_token_is_rate_limited_on_its_own(monkeypatch):
     assert [a.status_code for a in answers] == [200, 200, 200, 429]
     assert int(answers[-1]["Retry-After"]) > 0
     assert other.post("/api/v1/events/", [], format="json").status_code == 200
+
+
+def test_events_move_rollups_and_lifecycle_at_once_in_a_fixed_number_of_statements(
+        api, django_capture_on_commit_callbacks):
+    from tests.factories import DormancyRuleFactory
+
+    DormancyRuleFactory(name="No order for 90 days", signal="last_order", inactive_days=90)
+    long_ago = timezone.now() - timedelta(days=200)
+    at = (timezone.now() - timedelta(hours=1)).replace(microsecond=0)
+
+    def post_orders(customers):
+        payload = [{"external_id": c.external_id, "kind": "order", "occurred_at": at.isoformat(), "amount": "20.00"}
+                   for c in customers]
+        with CaptureQueriesContext(connection) as queries, django_capture_on_commit_callbacks(execute=True):
+            response = api.post(reverse("api-events"), payload, format="json")
+        assert response.status_code == 200 and response.json()["created"] == len(customers)
+        return [q["sql"].split()[0] for q in queries.captured_queries
+                if not q["sql"].startswith('INSERT INTO "reactivation_activityevent"')]
+
+    def dormant(n):
+        return CustomerFactory.create_batch(n, lifecycle_state="dormant", order_count=1, total_spent=Decimal("1"),
+                                            last_order_at=long_ago, signup_at=long_ago)
+
+    api.post(reverse("api-events"), [], format="json")  # the token's first use writes last_used_at
+    small, large = post_orders(dormant(2)), post_orders(dormant(40))
+
+    assert small == large
+    from reactivation.models import Customer
+
+    assert set(Customer.objects.values_list("lifecycle_state", "order_count", "total_spent", "last_order_at")) == {
+        ("reactivated", 2, Decimal("21.00"), at)}
