@@ -18,6 +18,7 @@ What differs from a real send is deliberate and only this:
 import random
 import re
 from dataclasses import dataclass
+from email.header import decode_header, make_header
 from html.parser import HTMLParser
 
 from campaigns.channels.email import brand_from_email
@@ -110,6 +111,11 @@ class MessagePreview:
     @property
     def brand(self):
         return getattr(self.campaign, "brand", None)
+
+    @property
+    def from_display(self) -> str:
+        """The From as a mail client shows it: a non-ASCII name is sent RFC 2047-encoded."""
+        return str(make_header(decode_header(self.from_email))) if self.from_email else ""
 
 
 class _VisibleText(HTMLParser):

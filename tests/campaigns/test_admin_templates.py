@@ -315,7 +315,8 @@ def test_the_preview_renders_for_the_customer_and_campaign_as_the_sender_would(a
     assert "Code: SAMP-LE23-CODE" in preview.message.html and preview.grant_is_sample
     assert preview.preheader.startswith("Qinghe Hi Emma! Code: SAMP-LE23-CODE")
     page = response.content.decode()
-    assert "Qinghe Living &lt;hello@qinghe.example.com&gt;" in page and "We miss you, Emma" in page
+    assert '<td id="preview-from">Qinghe Living &lt;hello@qinghe.example.com&gt;</td>' in page
+    assert "We miss you, Emma" in page
     # a sample grant is never saved
     assert not OfferGrant.objects.exists()
 

@@ -111,13 +111,14 @@ def test_an_sms_preview_without_a_campaign_is_signed_with_the_contact_policys_si
 
 def test_an_email_preview_has_the_from_the_email_transport_writes():
     template = MessageTemplateFactory()
-    campaign = CampaignFactory(email_template=template, brand=BrandFactory(name="Qinghe", from_name="Qinghe Living",
+    campaign = CampaignFactory(email_template=template, brand=BrandFactory(name="Qinghe", from_name="青禾生活 Qinghe",
                                                                            from_email="hello@qinghe.example.com"))
     customer = CustomerFactory()
     preview = message_preview(template=template, customer=customer, campaign=campaign)
     built = EmailTransport().build(OutboundMessage(to=customer.email, rendered=preview.message, customer=customer,
                                                    campaign=campaign))
-    assert preview.from_email == built.from_email == "Qinghe Living <hello@qinghe.example.com>"
+    assert preview.from_email == built.from_email
+    assert preview.from_display == "青禾生活 Qinghe <hello@qinghe.example.com>"
     assert preview.preheader.startswith("Qinghe ")  # the brand's header is the first text
 
 
