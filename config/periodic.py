@@ -64,6 +64,14 @@ PERIODIC_TASKS: list[dict] = [
         "queue": "default",
         "expire_seconds": 55 * 60,
     },
+    # Every 10 minutes: recount every segment's cached size (the segment list shows it with its age).
+    {
+        "name": "system: segment sizes",
+        "task": "reactivation.segment_sizes_refresh",
+        "crontab": {"minute": "*/10"},
+        "queue": "default",
+        "expire_seconds": 9 * 60,
+    },
     # Every 5 minutes: record SMS replies (TD, 退订, STOP, START...) from providers that only offer
     # polling, so opt-outs are honoured even without a webhook.
     {

@@ -1,15 +1,17 @@
 """Celery tasks of the reactivation app: thin, idempotent, each a call to a service.
 
-Both are scheduled by beat from config/periodic.py; both are safe to run twice or to overlap
+Each is scheduled by beat from config/periodic.py and is safe to run twice or to overlap
 (lifecycle_evaluate serializes itself on PostgreSQL and writes only what changed; rfm_recompute
-is a pure function of the current rollups).
+is a pure function of the current rollups; a segment's size is a count, stored with its time).
 """
 
 from celery import shared_task
 
 from reactivation.import_tasks import import_drafts_expire, import_job_run  # noqa: F401  (registers them: autodiscovery reads tasks.py only)
 from reactivation.lifecycle import lifecycle_evaluate
+from reactivation.models import Segment
 from reactivation.rfm import rfm_recompute
+from reactivation.segment_sizes import segment_sizes_refresh
 
 
 @shared_task(name="reactivation.lifecycle_evaluate", ignore_result=True)
@@ -28,8 +30,5 @@ def rfm_recompute_task() -> int:
 def segment_sizes_refresh_task(segment_id: int | None = None) -> int:
     """Recount every segment's cached size (beat), or only ``segment_id``'s (after it is saved);
     returns the number of segments counted (0 for a segment deleted meanwhile)."""
-    from reactivation.models import Segment
-    from reactivation.segment_sizes import segment_sizes_refresh
-
     segments = Segment.objects.all() if segment_id is None else Segment.objects.filter(pk=segment_id)
     return segment_sizes_refresh(segments=segments)

@@ -42,6 +42,7 @@ def test_the_declared_schedule(declared):
         ("system: sweep stranded deliveries", "campaigns.sweep", (("minute", "*"),)),
         ("system: pull SMS replies", "consent.sms_replies_pull", (("minute", "*/5"),)),
         ("system: expire import drafts", "reactivation.import_drafts_expire", (("hour", "*"), ("minute", "25"))),
+        ("system: segment sizes", "reactivation.segment_sizes_refresh", (("minute", "*/10"),)),
     }
 
 
