@@ -298,8 +298,7 @@ class CustomerAdmin(PersonalDataAdminMixin, LargeTableAdminMixin, admin.ModelAdm
     # Dates without their time and short headers: at 1440 px beside the navigation and the
     # filters, the spend and RFM columns were cut off.
     list_display = [
-        "external_id", "name", "email", "phone", "lifecycle_state", "last_seen", "last_order",
-        "orders", "spent", "rfm",
+        "ext_id", "name", "email", "phone", "state", "last_seen", "last_order", "orders", "spent", "rfm",
     ]
     list_filter = [
         "lifecycle_state", "lifecycle_rule", RecencyFilter, FrequencyFilter, MonetaryFilter,
@@ -310,7 +309,7 @@ class CustomerAdmin(PersonalDataAdminMixin, LargeTableAdminMixin, admin.ModelAdm
     search_fields = ["=external_id", "=email", "=phone", "name"]
     search_help_text = "Part of the name, or the exact external id, email or phone number (any format)."
     # Only indexed columns: sorting millions of rows on another column is a full sort.
-    sortable_by = ["external_id", "email", "phone", "lifecycle_state", "last_seen", "last_order"]
+    sortable_by = ["ext_id", "email", "phone", "state", "last_seen", "last_order"]
     ordering = ["-id"]
     fieldsets = [
         (None, {"fields": ["external_id", "name", "email", "phone", "locale", "timezone"]}),
@@ -336,6 +335,14 @@ class CustomerAdmin(PersonalDataAdminMixin, LargeTableAdminMixin, admin.ModelAdm
 
     masked_email = masked_display("email", mask_email, "email")
     masked_phone = masked_display("phone", mask_phone, "phone")
+
+    @admin.display(description="ID", ordering="external_id")
+    def ext_id(self, customer):
+        return customer.external_id
+
+    @admin.display(description="state", ordering="lifecycle_state")
+    def state(self, customer):
+        return customer.get_lifecycle_state_display()
 
     @admin.display(description="last seen", ordering="last_seen_at")
     def last_seen(self, customer):
