@@ -8,12 +8,20 @@ real lifecycle and RFM evaluation. It is:
   ids DEMO-000001, DEMO-000002, ...;
 - idempotent: customers that already exist are skipped, rules and segments are fetched by name,
   so a second run with the same arguments creates nothing;
-- set-based: rows are built in Python and written with ``bulk_create`` a chunk at a time, so
-  3,000 customers take a couple of seconds and 100,000 work too.
+- set-based: rows are built in Python and written with ``bulk_create`` a chunk at a time, and
+  the history below is a fixed number of statements, so 3,000 customers take a few seconds and
+  100,000 work too.
 
-Every lifecycle state is present afterwards. "Reactivated" needs history: those customers are
-created as they were before they came back (dormant under both rules), classified with an
-evaluation at a past ``now``, then given fresh activity before the final evaluation.
+Each customer is built for a lifecycle state (``PROFILE_WEIGHTS``, the mix of a shop that is
+doing fine) and gets an activity history that reaches it through the real evaluation: the
+state is never written directly. The history covers the last quarter the way the hourly
+evaluation would have seen it: on a database without customers, the customers' rollups are
+rolled forward from their events one week at a time and ``lifecycle_evaluate`` runs at each
+of those past instants (``history_instants``), so the transition log holds about 13 weeks of
+customers slipping, lapsing and coming back, and the home page has weeks to chart. On a
+database that already has customers, evaluating at past instants would re-decide those
+customers from today's activity and log nonsense, so new demo customers are then classified
+at ``now`` only (and the ones built to have come back show as active).
 
 The demo uses reserved addresses (example.com / .org / .net, RFC 2606) so a demo never emails a
 real person; the phone numbers are valid but random, so never point a real SMS gateway at a demo.
@@ -22,7 +30,6 @@ Campaign demo data is added by ``campaigns.demo.demo_campaigns_seed`` when that 
 (see ``_campaigns_seed`` below for the contract).
 """
 
-import functools
 import importlib
 import importlib.util
 import itertools
@@ -33,8 +40,9 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 
 import phonenumbers
+from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Count, Max, OuterRef, Subquery, Sum, Value
+from django.db.models import Count, DecimalField, Max, Q, Sum, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -47,15 +55,26 @@ EVENT_SOURCE = "demo"
 NOTICE_VERSION = "privacy-2024-01"
 CHUNK_SIZE = 2000  # customers per round of bulk inserts: bounded memory at 100,000 customers
 
-# How long before ``now`` the returning customers were last classified as dormant.
-REACTIVATION_LOOKBACK = timedelta(days=14)
+# Weekly evaluations before ``now`` that the history replays. The first classifies everyone
+# at once (a burst of "new -> ..." transitions), and for the month after it nobody can be
+# "reactivated" yet (nobody had been seen dormant): both are over before the last 12 weeks,
+# which is what the home page charts, so every transition there is a change a customer made.
+HISTORY_WEEKS = 17
+HISTORY_DAYS = 7 * HISTORY_WEEKS  # days from the first evaluation to now
+SIGNUP_MAX_DAYS = 3 * 365
 
 ECOMMERCE_RULE = "E-commerce: no order for 90 days"
 APP_RULE = "App: no login for 7 days"
 RULES = {
-    # App first: a customer who stopped opening the app is flagged by the short rule first.
-    APP_RULE: {"signal": DormancyRule.Signal.LAST_SEEN, "inactive_days": 7, "at_risk_days": 4, "priority": 10},
-    ECOMMERCE_RULE: {"signal": DormancyRule.Signal.LAST_ORDER, "inactive_days": 90, "at_risk_days": 60, "priority": 20},
+    # Buyers are judged by their orders: a shop's customer who has not ordered for 90 days is
+    # lost whatever the app says, and this rule decides first whenever both say dormant (or both
+    # say at risk). A rule's scope can only be narrowed from below (min_orders, min_spent), so
+    # the app rule watches everyone: it decides for the members who never bought, and for
+    # buyers who stopped opening the app before their order gap ran out. The shop is app-first
+    # (members open it for daily check-in points), so a week without a login is a real warning.
+    ECOMMERCE_RULE: {"signal": DormancyRule.Signal.LAST_ORDER, "inactive_days": 90, "at_risk_days": 60,
+                     "min_orders": 1, "priority": 10},
+    APP_RULE: {"signal": DormancyRule.Signal.LAST_SEEN, "inactive_days": 7, "at_risk_days": 4, "priority": 20},
 }
 
 HIGH_VALUE_DORMANT = "High-value dormant"
@@ -72,14 +91,27 @@ CATEGORIES = {
     "sports": ((59, 1499), 8),
 }
 
-# Lifecycle profile per customer: how recent their last visit and order are. Out of 50.
+# The lifecycle state each customer is built to end in, out of 100: a growing shop that
+# already works on retention. One member in ten joined in the last month; a bit under half
+# come back every week and order at least every two months; about one in six is slipping
+# (still browsing but no order for two months, or a few days without opening the app);
+# a bit under a quarter have lapsed, as many each week as come back, so the dormant pool
+# stays level; and the few in a hundred who came back in the last month are the win-back
+# work paying off. A base that is mostly dormant is what a shop looks like after years
+# without any of that, not what a demo should show first.
 PROFILE_WEIGHTS = {
-    LifecycleState.NEW: 4,
-    LifecycleState.ACTIVE: 15,
-    LifecycleState.AT_RISK: 7,
-    LifecycleState.DORMANT: 19,
+    LifecycleState.NEW: 10,
+    LifecycleState.ACTIVE: 46,
+    LifecycleState.AT_RISK: 16,
+    LifecycleState.DORMANT: 23,
     LifecycleState.REACTIVATED: 5,
 }
+# Each week, the chance that an engaged customer skips the app for 4 to 7 days just before the
+# evaluation (at risk for that week, active again the next).
+WEEK_SKIPPED_CHANCE = 0.15
+# How often a buyer's next order comes after a long pause (62-88 days: at risk for a while,
+# never dormant) rather than within 12-55 days.
+LONG_ORDER_GAP_CHANCE = 0.7
 
 CN_MOBILE_PREFIXES = ["130", "131", "132", "133", "134", "135", "136", "137", "138", "139", "150", "151", "152",
                       "155", "156", "157", "158", "159", "166", "177", "180", "182", "183", "186", "187", "188", "199"]
@@ -105,17 +137,24 @@ class _Plan:
     profile: str
     customer: Customer
     events: list = field(default_factory=list)  # (kind, occurred_at, amount, category, item_ref)
-    comeback_events: list = field(default_factory=list)  # reactivated only: after the past evaluation
+    rollups: dict = field(default_factory=dict)  # as of now, from all the events
     consents: list = field(default_factory=list)  # (channel, action, source, at, evidence)
     reason: tuple | None = None  # (reason, detail, source, recorded_at)
     suppression: tuple | None = None  # (channel, address, reason)
+
+
+def history_instants(now: datetime) -> list[datetime]:
+    """The past instants the demo history is evaluated at, oldest first (``now`` excluded)."""
+    return [now - timedelta(weeks=weeks) for weeks in range(HISTORY_WEEKS, 0, -1)]
 
 
 def demo_world_seed(*, customers: int, seed: int, now: datetime) -> dict:
     """Create the demo world (see the module docstring) and return the counts it created.
 
     Keys: customers, events, rules, segments, consent_events, suppressions, reasons (rows created
-    by this call) and one key per lifecycle state (customers in that state afterwards).
+    by this call), transitions (lifecycle transitions logged by this call), the campaign counts,
+    then one key per lifecycle state (customers in that state afterwards) and the same as a
+    percentage of all customers (``new_pct``, ...).
     """
     from reactivation.lifecycle import lifecycle_evaluate
     from reactivation.rfm import rfm_recompute
@@ -130,36 +169,27 @@ def demo_world_seed(*, customers: int, seed: int, now: datetime) -> dict:
         existing = set(
             Customer.objects.filter(external_id__startswith=EXTERNAL_ID_PREFIX).values_list("external_id", flat=True)
         )
-        world = _World(seed=seed, now=now)
         missing = [index for index in range(1, customers + 1) if _external_id(index) not in existing]
-        returning = [index for index in missing if world.profile(index) == LifecycleState.REACTIVATED]
-        others = [index for index in missing if world.profile(index) != LifecycleState.REACTIVATED]
-        comeback_events, suppressions = [], []
-
-        if returning:
-            # They exist first, as they were while dormant, so the past evaluation only sees them
-            # (on an empty database) and logs their fall into dormancy at that date.
-            created.update(_plans_insert(plans=world.plans(returning), comeback_events=comeback_events,
-                                         suppressions=suppressions))
-            lifecycle_evaluate(now=now - REACTIVATION_LOOKBACK)
-            created["events"] += _events_insert(comeback_events)
-            _rollups_refresh(
-                customers=Customer.objects.filter(
-                    external_id__startswith=EXTERNAL_ID_PREFIX, attributes__demo_profile=LifecycleState.REACTIVATED
-                )
-            )
-        created.update(_plans_insert(plans=world.plans(others), comeback_events=comeback_events,
-                                     suppressions=suppressions))
+        # Replaying the past re-decides every customer at past instants: only safe when all of
+        # them are the ones created here, with their activity rolled back to those instants.
+        replay = bool(missing) and not Customer.objects.exists()
+        instants = history_instants(now) if replay else []
+        world = _World(seed=seed, now=now, rollups_at=instants[0] if instants else None)
+        suppressions = []
+        created.update(_plans_insert(plans=world.plans(missing), suppressions=suppressions))
         created["suppressions"] += _suppressions_insert(suppressions)
 
-        lifecycle_evaluate(now=now)
+        for previous, instant in zip(instants, [*instants[1:], now]):
+            created["transitions"] += lifecycle_evaluate(now=previous)["total"]
+            _rollups_advance(after=previous, until=instant)
+        created["transitions"] += lifecycle_evaluate(now=now)["total"]
         rfm_recompute(now=now)
         created.update(_campaigns_seed(segments=segments, now=now))
 
     summary = {key: created[key] for key in ("customers", "events", "rules", "segments", "consent_events",
-                                             "suppressions", "reasons")}
+                                             "suppressions", "reasons", "transitions")}
     summary.update({key: value for key, value in created.items() if key not in summary})
-    summary.update(lifecycle_counts())
+    summary.update(lifecycle_mix())
     return summary
 
 
@@ -167,6 +197,15 @@ def lifecycle_counts() -> dict:
     """Customers per lifecycle state, every state present (zero when empty)."""
     counts = dict(Customer.objects.order_by().values_list("lifecycle_state").annotate(n=Count("id")))
     return {state: counts.get(state, 0) for state in LifecycleState.values}
+
+
+def lifecycle_mix() -> dict:
+    """``lifecycle_counts`` followed by each state's share of all customers in percent, one
+    decimal (``new_pct``, ...; 0.0 when there are no customers)."""
+    counts = lifecycle_counts()
+    total = sum(counts.values())
+    shares = {f"{state}_pct": round(100 * n / total, 1) if total else 0.0 for state, n in counts.items()}
+    return {**counts, **shares}
 
 
 def _campaigns_seed(*, segments: dict, now: datetime) -> dict:
@@ -255,14 +294,18 @@ def _external_id(index: int) -> str:
 class _World:
     """Builds any customer of the demo from its index alone: each customer draws from its own
     random generator (seeded by seed and index), so customers are built a chunk at a time in
-    any order and memory stays flat at 100,000 customers."""
+    any order and memory stays flat at 100,000 customers.
 
-    def __init__(self, *, seed: int, now: datetime):
-        self.seed, self.now = seed, now
+    Customers are built with their rollups as of ``rollups_at`` (the first past evaluation)
+    when the history is replayed, as of ``now`` otherwise."""
+
+    def __init__(self, *, seed: int, now: datetime, rollups_at: datetime | None):
+        self.seed, self.now, self.rollups_at = seed, now, rollups_at
         self.names = _NamePools(seed)
         self.cycle = _profile_cycle(random.Random(seed))
         # How many dormant profiles come before each position of the cycle.
         self.dormant_before = [self.cycle[:position].count(LifecycleState.DORMANT) for position in range(len(self.cycle))]
+        self.timing = _Timing(new_days=settings.LIFECYCLE_NEW_DAYS, reactivated_days=settings.LIFECYCLE_REACTIVATED_DAYS)
 
     def profile(self, index: int) -> str:
         return self.cycle[(index - 1) % len(self.cycle)]
@@ -275,7 +318,7 @@ class _World:
         for index in indices:
             rng = random.Random(f"{self.seed}:{index}")
             profile = self.profile(index)
-            plan = _plan_build(index=index, profile=profile, rng=rng, names=self.names, now=self.now, seed=self.seed)
+            plan = _plan_build(index=index, profile=profile, rng=rng, world=self)
             if profile == LifecycleState.DORMANT:
                 ordinal = self._dormant_ordinal(index)
                 # The first seven dormant customers carry one reason each, so every kind is present.
@@ -286,7 +329,8 @@ class _World:
             yield plan
 
 
-def _plan_build(*, index: int, profile: str, rng: random.Random, names: _NamePools, now: datetime, seed: int) -> _Plan:
+def _plan_build(*, index: int, profile: str, rng: random.Random, world: _World) -> _Plan:
+    names, now, seed = world.names, world.now, world.seed
     country = rng.choices(["CN", "US", "GB"], weights=[80, 12, 8])[0]
     chinese_name = country == "CN" and rng.random() < 0.94
     if chinese_name:
@@ -303,7 +347,10 @@ def _plan_build(*, index: int, profile: str, rng: random.Random, names: _NamePoo
         phone = ""
 
     favourite = rng.choices(list(CATEGORIES), weights=[weight for _, weight in CATEGORIES.values()])[0]
-    signup_at, events, comeback = _activity_for(profile=profile, favourite=favourite, rng=rng, now=now)
+    story = _story_for(profile=profile, rng=rng, timing=world.timing)
+    signup_at = now - timedelta(days=story.signup)
+    events = _events_for(story=story, favourite=favourite, rng=rng, now=now)
+    rollups = _rollups_from(events)
     customer = Customer(
         external_id=_external_id(index),
         name=name,
@@ -312,14 +359,19 @@ def _plan_build(*, index: int, profile: str, rng: random.Random, names: _NamePoo
         locale="zh-hans" if chinese_name else "en",
         timezone=rng.choice(TIME_ZONES[country]),
         signup_at=signup_at,
+        # A member's record exists since they signed up: the home page counts newcomers by it.
+        created_at=signup_at,
+        lifecycle_since=signup_at,
         attributes={
             "demo_profile": profile,
             "city": rng.choice(CITIES[country]),
             "acquisition": rng.choice(["app_store", "wechat", "search", "referral", "offline"]),
         },
-        **_rollups_from(events),
+        **(rollups if world.rollups_at is None else _rollups_from(events, until=world.rollups_at)),
     )
-    plan = _Plan(index=index, profile=profile, customer=customer, events=events, comeback_events=comeback)
+    # The favourite category does not decide any state: it is the final one from the start.
+    customer.favourite_category = rollups["favourite_category"]
+    plan = _Plan(index=index, profile=profile, customer=customer, events=events, rollups=rollups)
     plan.consents = _consents_for(customer=customer, rng=rng, now=now)
     plan.suppression = _suppression_for(index=index, customer=customer)
     return plan
@@ -335,88 +387,188 @@ def _phone_for(*, country: str, index: int, seed: int, rng: random.Random) -> st
     else:
         prefix, rest = "+447400", f"{(index * 48271 + seed) % 10**6:06d}"
     # Validity depends on the number's range, not its last digits: parsing every one of 100,000
-    # numbers would take half a minute, so each range is checked once.
+    # numbers would take half a minute, so each range is checked once, with its first number.
     return prefix + rest if _valid_range(prefix + rest[:3], prefix + rest) else ""
 
 
-@functools.cache
+_VALID_RANGES: dict[str, bool] = {}
+
+
 def _valid_range(range_key: str, sample: str) -> bool:
-    return phonenumbers.is_valid_number(phonenumbers.parse(sample))
+    # Keyed by the range alone (a cache keyed by the whole number would never hit).
+    if range_key not in _VALID_RANGES:
+        _VALID_RANGES[range_key] = phonenumbers.is_valid_number(phonenumbers.parse(sample))
+    return _VALID_RANGES[range_key]
 
 
-def _days(rng: random.Random, low: float, high: float) -> timedelta:
-    return timedelta(seconds=rng.uniform(low * 86400, high * 86400))
+# Activity histories ------------------------------------------------------------------------
+#
+# A story is told in days before ``now`` (larger is earlier): when the customer signed up,
+# the spans in which they were using the app (a login at each end, and while the history is
+# replayed a login in the 3.5 days before every weekly evaluation, so the app rule's 4 days
+# are never reached by accident), and when they ordered. Orders happen inside spans. The
+# thresholds the stories are built around: the app rule (at risk after 4 days, dormant after
+# 7), the e-commerce rule (at risk after 60 days without an order, dormant after 90, buyers
+# only), new for LIFECYCLE_NEW_DAYS after signup, reactivated for LIFECYCLE_REACTIVATED_DAYS.
 
 
-def _activity_for(*, profile: str, favourite: str, rng: random.Random, now: datetime):
-    """Return (signup_at, events, comeback_events) with the profile's recency.
+@dataclass(frozen=True)
+class _Timing:
+    new_days: int
+    reactivated_days: int
 
-    Thresholds they are built around: the app rule (at risk after 4 days, dormant after 7) and
-    the e-commerce rule (at risk after 60 days without an order, dormant after 90), and a
-    customer counts as new for 30 days after signing up.
+
+@dataclass
+class _Span:
+    start: float  # days ago, the first login
+    end: float  # days ago, the last login (end <= start)
+    skips: bool = False  # may skip the app for a week now and then (at risk for one evaluation)
+
+
+@dataclass
+class _Story:
+    signup: float
+    spans: list
+    orders: list = field(default_factory=list)
+
+
+def _uniform(rng: random.Random, low: float, high: float) -> float:
+    return rng.uniform(low, max(low, high))
+
+
+def _order_gap(rng: random.Random) -> float:
+    return rng.uniform(62, 88) if rng.random() < LONG_ORDER_GAP_CHANCE else rng.uniform(12, 55)
+
+
+def _orders_back(*, last: float, signup: float, rng: random.Random) -> list[float]:
+    """Orders from ``last`` back in time: gaps below 90 days over the replayed weeks (a buyer
+    who was never dormant stays so), then a few older ones scattered back to signup."""
+    orders, at = [last], last
+    while (at := at + _order_gap(rng)) <= min(signup, HISTORY_DAYS + 200):
+        orders.append(at)
+    if signup - orders[-1] > 30:
+        orders += [rng.uniform(orders[-1], signup) for _ in range(rng.randint(0, 5))]
+    return orders
+
+
+def _orders_forward(*, first: float, until: float, rng: random.Random) -> list[float]:
+    """Orders from ``first`` on, 12 to 55 days apart, none after ``until`` (days ago)."""
+    orders, at = [], first
+    while at >= until:
+        orders.append(at)
+        at -= rng.uniform(12, 55)
+    return orders
+
+
+def _story_for(*, profile: str, rng: random.Random, timing: _Timing) -> _Story:
+    """A history that ends in ``profile``'s state.
+
+    The shares of the variants shape the replayed weeks: members join at a steady pace (so
+    about as many are new each week), about as many lapse each week as come back, and buyers
+    drift in and out of "at risk" between orders, so the weekly chart stays level.
     """
-    comeback = []
+    history, roll = HISTORY_DAYS, rng.random()
+    # Joined since a month before the replayed weeks, past their new period.
+    joined = _uniform(rng, timing.new_days + 0.5, history + timing.new_days)
+    # Comebacks seen by an evaluation less than LIFECYCLE_REACTIVATED_DAYS ago (still
+    # reactivated now) come before this many days, the others after.
+    recent_comeback = 7 * -(-timing.reactivated_days // 7)
     if profile == LifecycleState.NEW:
-        signup_at = now - _days(rng, 2, 25)
-        last_seen = now - _days(rng, 0, 1.5)
-        last_order = signup_at + (last_seen - signup_at) * rng.random() if rng.random() < 0.6 else None
-        orders = 1 if last_order else 0
-    elif profile == LifecycleState.ACTIVE:
-        signup_at = now - _days(rng, 90, 3 * 365)
-        last_seen = now - _days(rng, 0, 3)
-        last_order = now - _days(rng, 3, 40)
-        orders = rng.randint(2, 14)
-    elif profile == LifecycleState.AT_RISK:
-        signup_at = now - _days(rng, 120, 3 * 365)
-        last_seen = now - _days(rng, 4.3, 6.5)
-        # Half also slipped on orders (the e-commerce rule agrees), half still ordered lately.
-        last_order = now - (_days(rng, 62, 85) if rng.random() < 0.5 else _days(rng, 10, 50))
-        orders = rng.randint(1, 8)
-    elif profile == LifecycleState.DORMANT:
-        signup_at = now - _days(rng, 200, 3 * 365)
-        last_seen = now - _days(rng, 10, min(700, (now - signup_at).days - 5))
-        if rng.random() < 0.15:  # looked around, never bought
-            last_order, orders = None, 0
-        else:  # the last order at least 95 days ago, after signing up, no later than the last visit
-            last_order = min(last_seen, now - _days(rng, 95, (now - signup_at).days - 1))
-            orders = rng.randint(1, 10)
-    else:  # REACTIVATED: dormant as of the past evaluation, back since
-        past_now = now - REACTIVATION_LOOKBACK
-        signup_at = now - _days(rng, 300, 3 * 365)
-        last_seen = past_now - _days(rng, 95, 200)
-        last_order = last_seen - _days(rng, 0, 60)
-        orders = rng.randint(1, 10)
-        comeback_at = now - _days(rng, 0.1, 3)
-        comeback = [
-            (ActivityEvent.LOGIN, comeback_at - timedelta(minutes=12), None, "", ""),
-            (ActivityEvent.LOGIN, comeback_at, None, "", ""),
-            _order_event(at=comeback_at, category=favourite, rng=rng),
-        ]
-    events = _history(signup_at=signup_at, last_seen=last_seen, last_order=last_order, orders=orders,
-                      favourite=favourite, rng=rng)
-    return signup_at, events, comeback
+        signup = rng.uniform(0.5, timing.new_days - 0.5)
+        end = rng.uniform(0, min(1.5, signup))
+        return _Story(signup, [_Span(signup, end)], [rng.uniform(end, signup)] if rng.random() < 0.6 else [])
+
+    if profile == LifecycleState.ACTIVE:
+        end = rng.uniform(0, 3)
+        if roll < 0.4:  # joined lately and stayed
+            orders = _orders_forward(first=joined - rng.uniform(0, 20), until=end, rng=rng) if rng.random() < 0.75 else []
+            return _Story(joined, [_Span(joined, end)], orders)
+        if roll < 0.55:  # lapsed, came back earlier this quarter and stayed
+            comeback = _uniform(rng, recent_comeback + 0.5, history - 5)
+            return _comeback_story(comeback=comeback, end=end, rng=rng)
+        signup = rng.uniform(history + 30, SIGNUP_MAX_DAYS)
+        orders = _orders_back(last=rng.uniform(end, 55), signup=signup, rng=rng) if rng.random() < 0.85 else []
+        return _Story(signup, [_Span(signup, end, skips=True)], orders)
+
+    if profile == LifecycleState.AT_RISK:
+        signup = rng.uniform(history + 60, SIGNUP_MAX_DAYS)
+        if roll < 0.5:  # still browses, stopped ordering two months ago (the e-commerce rule)
+            end = rng.uniform(0, 3)
+            return _Story(signup, [_Span(signup, end, skips=True)], _orders_back(last=rng.uniform(62, 88), signup=signup, rng=rng))
+        end = rng.uniform(4.3, 6.7)  # has not opened the app for a few days (the app rule)
+        if roll < 0.8:
+            signup = joined
+        orders = _orders_back(last=rng.uniform(end, 50), signup=signup, rng=rng) if rng.random() < 0.65 else []
+        return _Story(signup, [_Span(signup, end, skips=signup > history)], orders)
+
+    if profile == LifecycleState.DORMANT:
+        if roll < 0.4:  # gone since before the replayed weeks
+            signup = rng.uniform(history + 40, SIGNUP_MAX_DAYS)
+            lapsed = _uniform(rng, history + 8, min(signup - 5, history + 600))
+            orders = (_orders_back(last=_uniform(rng, lapsed, min(lapsed + 60, signup)), signup=signup, rng=rng)
+                      if rng.random() < 0.8 else [])
+            return _Story(signup, [_Span(signup, lapsed)], orders)
+        lapsed = rng.uniform(8, history + 2)
+        if roll < 0.65:  # a buyer who lapsed this quarter, often after weeks without an order
+            signup = rng.uniform(lapsed + 60, SIGNUP_MAX_DAYS)
+            orders = _orders_back(last=_uniform(rng, lapsed, min(lapsed + 80, signup)), signup=signup, rng=rng)
+            return _Story(signup, [_Span(signup, lapsed, skips=True)], orders)
+        signup = lapsed + rng.uniform(1, 25)  # joined, looked around, left without buying
+        return _Story(signup, [_Span(signup, lapsed)])
+
+    # REACTIVATED: lapsed, and came back lately.
+    comeback = rng.uniform(0.3, recent_comeback - 0.5)
+    return _comeback_story(comeback=comeback, end=rng.uniform(0, min(3, comeback)), rng=rng)
 
 
-def _history(*, signup_at, last_seen, last_order, orders, favourite, rng: random.Random) -> list[tuple]:
-    """Sessions between signup and last_seen, ``orders`` orders ending exactly at last_order.
+def _comeback_story(*, comeback: float, end: float, rng: random.Random) -> _Story:
+    """Lapsed 20 days to a year and a half before ``comeback``, then back, with an order."""
+    signup = rng.uniform(comeback + 150, SIGNUP_MAX_DAYS)
+    lapsed = _uniform(rng, comeback + 20, min(signup - 5, comeback + 500))
+    before = (_orders_back(last=_uniform(rng, lapsed, min(lapsed + 60, signup)), signup=signup, rng=rng)
+              if rng.random() < 0.9 else [])
+    after = _orders_forward(first=comeback, until=end, rng=rng)
+    return _Story(signup, [_Span(signup, lapsed, skips=True), _Span(comeback, end)], before + after)
 
-    The last event is always a login at ``last_seen`` (orders are never later), so "last seen"
-    is the same whether it counts only logins and visits or any activity.
-    """
-    events = [(ActivityEvent.LOGIN, last_seen, None, "", "")]
-    sessions = rng.randint(1, 6)
-    for _ in range(sessions):
-        at = signup_at + (last_seen - signup_at) * rng.random()
-        kind = rng.choice([ActivityEvent.LOGIN, ActivityEvent.VISIT])
-        events.append((kind, at, None, "", ""))
-        if rng.random() < 0.5:
+
+def _session_days(story: _Story, rng: random.Random) -> list[float]:
+    """Login days of the story: both ends of each span, a few scattered logins before the
+    replayed weeks, and in them one login in the 3.5 days before each weekly evaluation (or, on
+    a skipped week, 4.3 to 6.7 days before it)."""
+    instants = [7 * weeks for weeks in range(HISTORY_WEEKS, -1, -1)]
+    orders = story.orders
+    days = []
+    for span in story.spans:
+        days += [span.start, span.end]
+        sparse_until = max(span.end, HISTORY_DAYS + 7)
+        if span.start > sparse_until:
+            days += [rng.uniform(sparse_until, span.start) for _ in range(rng.randint(1, 5))]
+        for instant in instants:
+            if not span.end < instant <= span.start:
+                continue
+            if (span.skips and span.start - instant > 7 and rng.random() < WEEK_SKIPPED_CHANCE
+                    and not any(instant <= order <= instant + 4.3 for order in orders)):
+                days.append(instant + rng.uniform(4.3, 6.7))
+            else:
+                days.append(instant + rng.uniform(0, min(3.5, span.start - instant)))
+    return days
+
+
+def _events_for(*, story: _Story, favourite: str, rng: random.Random, now: datetime) -> list[tuple]:
+    """The story's events. The latest is always a login (orders and item views come earlier), so
+    "last seen" is the same whether it counts only logins and visits or any activity."""
+    last_login = story.spans[-1].end
+    events = []
+    for day in _session_days(story, rng):
+        at = now - timedelta(days=day)
+        events.append((ActivityEvent.LOGIN if day == last_login else rng.choice([ActivityEvent.LOGIN, ActivityEvent.VISIT]),
+                       at, None, "", ""))
+        if day > last_login + 1 and rng.random() < 0.4:
             events.append((ActivityEvent.VIEW_ITEM, at + timedelta(minutes=3), None, favourite, _item_ref(favourite, rng)))
-    if orders:
-        times = [last_order] + [signup_at + (last_order - signup_at) * rng.random() for _ in range(orders - 1)]
-        for position, at in enumerate(sorted(times)):
-            # Two orders in three are in the favourite category, so it strictly dominates.
-            category = favourite if position % 3 != 2 else rng.choice([c for c in CATEGORIES if c != favourite])
-            events.append(_order_event(at=at, category=category, rng=rng))
+    for position, day in enumerate(sorted(story.orders, reverse=True)):
+        # Two orders in three are in the favourite category, so it strictly dominates.
+        category = favourite if position % 3 != 2 else rng.choice([c for c in CATEGORIES if c != favourite])
+        events.append(_order_event(at=now - timedelta(days=day), category=category, rng=rng))
     return events
 
 
@@ -430,8 +582,11 @@ def _item_ref(category: str, rng: random.Random) -> str:
     return f"SKU-{category[:3].upper()}-{rng.randrange(1, 400):04d}"
 
 
-def _rollups_from(events: list[tuple]) -> dict:
-    """The Customer rollups for these events (the same definitions as ``_rollups_refresh``)."""
+def _rollups_from(events: list[tuple], *, until: datetime | None = None) -> dict:
+    """The Customer rollups for these events, or for those up to ``until`` (the definitions of
+    ``reactivation.services``: every kind counts as presence, only orders as orders)."""
+    if until is not None:
+        events = [event for event in events if event[1] <= until]
     orders = [event for event in events if event[0] == ActivityEvent.ORDER]
     by_category = Counter(event[3] for event in orders if event[3])
     favourite = min(by_category, key=lambda c: (-by_category[c], c)) if by_category else ""
@@ -488,18 +643,16 @@ def _reason_for(plan: _Plan, *, rng: random.Random, kind_index: int, now: dateti
     reason = reasons[kind_index % len(reasons)]
     detail = rng.choice(OTHER_REASON_DETAILS) if reason == DormancyReason.Reason.OTHER else ""
     source = DormancyReason.Source.values[kind_index % len(DormancyReason.Source.values)]
-    last = plan.customer.last_seen_at or plan.customer.signup_at
-    return (reason, detail, source, min(now, last + _days(rng, 1, 5)))
+    last = plan.rollups["last_seen_at"] or plan.customer.signup_at
+    return (reason, detail, source, min(now, last + timedelta(days=rng.uniform(1, 5))))
 
 
 # Writing -----------------------------------------------------------------------------------
 
 
-def _plans_insert(*, plans, comeback_events: list, suppressions: list) -> Counter:
-    """Insert customers and everything that hangs off them, a chunk at a time.
-
-    Appends what must wait to ``comeback_events`` (customer id, event...) and ``suppressions``.
-    """
+def _plans_insert(*, plans, suppressions: list) -> Counter:
+    """Insert customers and everything that hangs off them, a chunk at a time; append the
+    suppressions to ``suppressions`` (inserted once, after all customers)."""
     created = Counter()
     while chunk := list(itertools.islice(plans, CHUNK_SIZE)):
         Customer.objects.bulk_create([plan.customer for plan in chunk], batch_size=CHUNK_SIZE)
@@ -521,7 +674,6 @@ def _plans_insert(*, plans, comeback_events: list, suppressions: list) -> Counte
             ]
         )
         created["reasons"] += len(reasons)
-        comeback_events.extend((plan.customer.pk, *event) for plan in chunk for event in plan.comeback_events)
         suppressions.extend(plan.suppression for plan in chunk if plan.suppression)
     return created
 
@@ -575,23 +727,44 @@ def _suppressions_insert(rows: list[tuple]) -> int:
     return Suppression.objects.count() - before
 
 
-def _rollups_refresh(*, customers) -> int:
-    """Recompute the rollups of ``customers`` from their events in one UPDATE."""
-    events = ActivityEvent.objects.filter(customer=OuterRef("pk")).order_by().values("customer")
-    orders = events.filter(kind=ActivityEvent.ORDER)
-    favourite = (
-        ActivityEvent.objects.filter(customer=OuterRef("pk"), kind=ActivityEvent.ORDER)
-        .exclude(category="")
-        .order_by()
-        .values("category")
-        .annotate(n=Count("id"))
-        .order_by("-n", "category")
-        .values("category")[:1]
+def _rollups_advance(*, after: datetime, until: datetime) -> None:
+    """Roll every customer's rollups forward over the events in (after, until]: one UPDATE
+    joined to one grouped SELECT of those events.
+
+    Those events are later than any already counted, so the newest of them is the new "last
+    seen" (and "last order" when there is an order) and their orders add up. A join (UPDATE ...
+    FROM, PostgreSQL and SQLite >= 3.33), like ``reactivation.lifecycle``; only the customers
+    with events in the week are touched.
+    """
+    order = Q(kind=ActivityEvent.ORDER)
+    total_spent = Customer._meta.get_field("total_spent")
+    window = (
+        ActivityEvent.objects.order_by()
+        .filter(occurred_at__gt=after, occurred_at__lte=until)
+        .values("customer_id")
+        .annotate(
+            seen=Max("occurred_at"),
+            ordered=Max("occurred_at", filter=order),
+            orders=Count("id", filter=order),
+            spent=Coalesce(Sum("amount", filter=order), Value(Decimal("0")),
+                           output_field=DecimalField(max_digits=total_spent.max_digits,
+                                                     decimal_places=total_spent.decimal_places)),
+        )
     )
-    return customers.update(
-        last_seen_at=Subquery(events.annotate(m=Max("occurred_at")).values("m")),
-        last_order_at=Subquery(orders.annotate(m=Max("occurred_at")).values("m")),
-        order_count=Coalesce(Subquery(orders.annotate(n=Count("id")).values("n")), 0),
-        total_spent=Coalesce(Subquery(orders.annotate(s=Sum("amount")).values("s")), Value(Decimal("0"))),
-        favourite_category=Coalesce(Subquery(favourite), Value("")),
-    )
+    sql, params = window.query.sql_with_params()
+    customers = connection.ops.quote_name(Customer._meta.db_table)
+    column = {name: connection.ops.quote_name(Customer._meta.get_field(name).column)
+              for name in ("last_seen_at", "last_order_at", "order_count", "total_spent")}
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            UPDATE {customers} SET
+                {column["last_seen_at"]} = w.seen,
+                {column["last_order_at"]} = COALESCE(w.ordered, {customers}.{column["last_order_at"]}),
+                {column["order_count"]} = {customers}.{column["order_count"]} + w.orders,
+                {column["total_spent"]} = {customers}.{column["total_spent"]} + w.spent
+            FROM ({sql}) AS w
+            WHERE w.customer_id = {customers}.{connection.ops.quote_name(Customer._meta.pk.column)}
+            """,
+            params,
+        )

@@ -3,7 +3,7 @@
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
-from reactivation.demo import demo_world_seed, lifecycle_counts
+from reactivation.demo import demo_world_seed, lifecycle_mix
 from reactivation.models import Customer
 
 
@@ -22,7 +22,7 @@ class Command(BaseCommand):
             raise CommandError("--customers must be zero or more.")
         if if_empty and Customer.objects.exists():
             self.stdout.write("Customers exist already; not seeding (drop --if-empty to add the demo world).")
-            summary = {"skipped": 1, **lifecycle_counts()}
+            summary = {"skipped": 1, **lifecycle_mix()}
         else:
             summary = demo_world_seed(customers=customers, seed=seed, now=timezone.now())
         self.stdout.write(" ".join(f"{key}={value}" for key, value in summary.items()))
