@@ -5,18 +5,21 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
 from django.db import DatabaseError, connection, transaction
-from django.db.models import Case, Count, Exists, IntegerField, Min, OuterRef, Q, QuerySet, Subquery, Sum, Value, When
-from django.db.models.functions import Coalesce, Mod
+from django.db.models import BigIntegerField, Case, Count, Exists, IntegerField, Min, OuterRef, Q, QuerySet, Subquery, Sum, Value, When
+from django.db.models.expressions import RawSQL
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from campaigns.materialize import IN_FLIGHT, MAYBE_SENT, channel_enabled
 from campaigns.models import Campaign, CampaignRun, ChannelPolicy, ContactPolicy, Delivery
 from consent.models import Channel, Purpose
 from consent.selectors import ADDRESS_FIELDS, consent_granted_q, contactable_q
+from reactivation.models import Customer
 
 # The estimate counts exactly up to this many customers of the segment; a larger segment is
-# sampled (every k-th customer id) down to about this many and the counts scaled up.
-ESTIMATE_SAMPLE = 20_000
+# sampled (one hash bucket of k) down to about this many and the counts scaled up: within
+# about 1 percentage point (95%), in about a second at a million customers.
+ESTIMATE_SAMPLE = 10_000
 # A slow segment filter must not hold the page (PostgreSQL cancels the statements after this).
 ESTIMATE_TIMEOUT_MS = 5_000
 # What keeps a run busy for someone other than the clock: a worker's or a dispatch's work.
@@ -52,6 +55,14 @@ def _count_of(deliveries: QuerySet) -> Coalesce:
     )
 
 
+def _sample_bucket(stride: int) -> RawSQL:
+    """The customer's bucket 0..stride-1: a multiplicative hash of the id (integer arithmetic,
+    the same on SQLite and PostgreSQL), so that every k-th bucket does not line up with
+    patterns in the ids themselves (imports in batches, rules by id parity)."""
+    column = f"{connection.ops.quote_name(Customer._meta.db_table)}.{connection.ops.quote_name('id')}"
+    return RawSQL(f"(({column} * 2654435761) %% 4294967291) %% %s", [int(stride)], output_field=BigIntegerField())
+
+
 def campaign_audience_estimate(*, campaign: Campaign, now: datetime | None = None, sample: int = ESTIMATE_SAMPLE,
                                timeout_ms: int = ESTIMATE_TIMEOUT_MS) -> dict:
     """Who a launch of ``campaign`` (saved or not) would reach now, before it is launched.
@@ -69,7 +80,7 @@ def campaign_audience_estimate(*, campaign: Campaign, now: datetime | None = Non
 
     Queries: the two policies, the segment's size, one aggregate (plus, on PostgreSQL, one
     statement timeout): the same for ten customers and for a million. Above ``sample``
-    customers every k-th customer id is counted and the counts scaled ("about"); beyond
+    customers one hash bucket in k is counted and the counts scaled ("about"); beyond
     ``timeout_ms`` PostgreSQL cancels and the answer says so.
     """
     now = now or timezone.now()
@@ -88,7 +99,7 @@ def campaign_audience_estimate(*, campaign: Campaign, now: datetime | None = Non
             size = customers.count()
             stride = max(1, math.ceil(size / sample)) if sample else 1
             if stride > 1:
-                customers = customers.annotate(sample_bucket=Mod("pk", stride)).filter(sample_bucket=0)
+                customers = customers.annotate(sample_bucket=_sample_bucket(stride)).filter(sample_bucket=0)
             counts = _audience_counts(customers=customers, campaign=campaign, channels=usable_channels,
                                       policies=policies, contact=contact, now=now)
     except DatabaseError as exc:
