@@ -2,11 +2,14 @@
 
 import pytest
 from django.core import mail
+from django.utils import timezone
 
 from campaigns.demo import demo_campaigns_seed
-from campaigns.models import Campaign
+from campaigns.models import Campaign, Delivery
 from campaigns.rendering import validate_template
 from campaigns.services import campaign_launch
+from reactivation import demo
+from reactivation.demo import demo_world_seed
 from tests.campaigns.pipeline_helpers import customers_with_consent
 
 pytestmark = pytest.mark.django_db
@@ -37,3 +40,35 @@ def test_the_email_win_back_sends_a_coupon():
 
     assert (run.sent, run.offers_granted) == (2, 2)
     assert "专属惊喜" in mail.outbox[0].subject
+
+
+# In the demo world ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def demo_world(settings, tmp_path):
+    """The world `make run` seeds, smaller: its segments have members in the states they select."""
+    settings.SMS_BACKEND, settings.SMS_FILE_PATH = "file", str(tmp_path / "sms.jsonl")
+    return demo_world_seed(customers=300, seed=7, now=timezone.now())
+
+
+@pytest.mark.parametrize(
+    "name, state, rule",
+    [
+        ("Demo: email win-back", "dormant", None),
+        ("Demo: SMS double points", "dormant", None),
+        ("Demo: in-app free trial", "at_risk", demo.APP_RULE),
+    ],
+)
+def test_each_demo_campaign_reaches_its_segment_in_the_demo_world(demo_world, name, state, rule):
+    campaign = Campaign.objects.get(name=name)
+
+    run = campaign_launch(campaign=campaign, sync=True)
+
+    run.refresh_from_db()
+    reached = Delivery.objects.filter(run=run).exclude(status__in=[Delivery.Status.SKIPPED, Delivery.Status.HOLDOUT])
+    assert run.targeted >= 3 and reached.count() >= 2, (run.targeted, reached.count())
+    assert run.sent + run.deferred_quiet >= 2 and run.failed == 0
+    assert not Delivery.objects.filter(run=run).exclude(customer__lifecycle_state=state).exists()
+    if rule:
+        assert not Delivery.objects.filter(run=run).exclude(customer__lifecycle_rule__name=rule).exists()
