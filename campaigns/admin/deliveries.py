@@ -5,7 +5,7 @@ import json
 
 from django.contrib import admin, messages
 from django.db import connections
-from django.db.models import Q
+from django.db.models import F, OrderBy, Q
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.functional import cached_property
@@ -18,7 +18,7 @@ from consent.models import Channel, ConsentState, Purpose, Suppression
 from consent.selectors import ADDRESS_FIELDS
 from core.admin_site import PersonalDataAdminMixin, ReadOnlyAdminMixin, masked_display
 from core.masking import can_view_personal_data, mask_address, mask_personal_text
-from core.paginator import EXACT_COUNT_LIMIT, EstimatedCountPaginator
+from core.paginator import EstimatedCountPaginator
 
 
 # Re-sending is the operator's decision: the provider may have delivered these messages already.
@@ -40,11 +40,16 @@ class ResendUnknownMixin:
 # The delivery list at millions of rows ----------------------------------------------------------
 
 
+# A filtered list counts its rows exactly up to here (counting 100,000 took 0.3 s of a 0.5 s page
+# on 3 million deliveries; 10,000 takes a tenth of that).
+FILTERED_EXACT_COUNT_LIMIT = 10_000
+
+
 class DeliveryPaginator(EstimatedCountPaginator):
     """The planner's estimate for the whole table (``EstimatedCountPaginator``), and for a
-    filtered list on PostgreSQL an exact count only up to EXACT_COUNT_LIMIT rows: a run or a
-    status can hold millions of deliveries, and counting them all would cost more than the
-    page. Beyond the limit the count is the planner's estimate of the filtered rows."""
+    filtered list on PostgreSQL an exact count only up to FILTERED_EXACT_COUNT_LIMIT rows: a run
+    or a status can hold millions of deliveries, and counting them all would cost more than
+    the page. Beyond the limit the count is the planner's estimate of the filtered rows."""
 
     @cached_property
     def count(self):
@@ -52,8 +57,8 @@ class DeliveryPaginator(EstimatedCountPaginator):
         query = getattr(queryset, "query", None)
         if query is None or not query.where or connections[queryset.db].vendor != "postgresql":
             return super().count
-        capped = queryset.order_by()[: EXACT_COUNT_LIMIT + 1].count()
-        if capped <= EXACT_COUNT_LIMIT:
+        capped = queryset.order_by()[: FILTERED_EXACT_COUNT_LIMIT + 1].count()
+        if capped <= FILTERED_EXACT_COUNT_LIMIT:
             return capped
         plan = json.loads(queryset.order_by().explain(format="json"))
         return max(int(plan[0]["Plan"]["Plan Rows"]), capped)
@@ -204,6 +209,16 @@ class DeliveryAdmin(ResendUnknownMixin, PersonalDataAdminMixin, ReadOnlyAdminMix
     personal_data_fields = {"address": "masked_address", "error": "masked_error"}
     masked_address = masked_display("address", mask_address, "Address")
     masked_error = masked_display("error", mask_personal_text, "Error")
+
+    def get_ordering(self, request):
+        if request.GET.get(RunFilter.parameter_name):
+            # Newest first, sorted rather than read along the primary key: a run's deliveries
+            # are written at once, so their ids are contiguous, while the planner assumes them
+            # spread out and walks the key backwards through every later run's rows (0.8 s
+            # for a run 1.6 million rows from the top). "id + 0" matches no index; the run's
+            # rows come from delivery_run_status_idx and a top-50 sort (0.17 s).
+            return [OrderBy(F("id") + 0, descending=True)]
+        return super().get_ordering(request)
 
     def get_search_results(self, request, queryset, search_term):
         # An exact match on the customer's unique external id: Django's "=" search is iexact,

@@ -100,6 +100,20 @@ def test_deliveries_filter_by_campaign_run_channel_status_and_reason(superuser_c
     assert listed(campaign__id__exact=spring.pk, status__exact="skipped") == {capped.pk}
 
 
+def test_a_runs_deliveries_are_listed_newest_first_without_walking_the_primary_key(superuser_client):
+    campaign = campaign_for()
+    run, later = new_run(campaign), new_run(campaign)
+    rows = [delivery(campaign=campaign, run=run) for _ in range(3)]
+    delivery(campaign=campaign, run=later)
+
+    with CaptureQueriesContext(connection) as captured:
+        response = superuser_client.get(reverse(LIST), {"run__id__exact": run.pk})
+
+    assert [row.pk for row in response.context["cl"].result_list] == [d.pk for d in reversed(rows)]
+    page_query = [sql for sql in delivery_queries(captured) if "ORDER BY" in sql][-1]
+    assert '"campaigns_delivery"."id" + 0) DESC' in page_query or '"campaigns_delivery"."id" + 0 DESC' in page_query
+
+
 def test_the_run_filter_lists_the_chosen_campaigns_runs_from_the_runs_table(superuser_client):
     spring, summer = campaign_for(name="Spring"), campaign_for(name="Summer")
     spring_runs = [new_run(spring), new_run(spring)]
@@ -157,7 +171,7 @@ def test_runs_filter_by_campaign(superuser_client):
 
 @pytest.mark.postgres
 def test_a_filtered_count_beyond_the_exact_limit_is_the_planners_estimate(superuser_client, monkeypatch):
-    monkeypatch.setattr("campaigns.admin.deliveries.EXACT_COUNT_LIMIT", 2)
+    monkeypatch.setattr("campaigns.admin.deliveries.FILTERED_EXACT_COUNT_LIMIT", 2)
     campaign = campaign_for()
     run = new_run(campaign)
     for _ in range(5):
