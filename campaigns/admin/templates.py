@@ -192,7 +192,7 @@ class MessageTemplateAdmin(ImportExportAdmin):
             *super().get_urls(),
         ]
 
-    def _preview_customer(self, form, request):
+    def _preview_customer(self, form):
         """(customer, note, matches) from the form: the customer searched for (an exact external
         id, else the first of the names that match), a random customer of the campaign's
         segment, or the sample customer. ``matches``: the rows a name search listed."""
@@ -235,7 +235,7 @@ class MessageTemplateAdmin(ImportExportAdmin):
         customer, note, matches, campaign = sample_customer(), "sample customer", [], None
         if form.is_bound and form.is_valid():
             campaign = form.cleaned_data.get("campaign")
-            customer, note, matches = self._preview_customer(form, request)
+            customer, note, matches = self._preview_customer(form)
         preview = message_preview(template=template, customer=customer, campaign=campaign,
                                   real_grant=can_see_codes(request.user))
         # The test send names the customer previewed: a random one of the segment is drawn once.

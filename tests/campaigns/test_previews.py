@@ -45,13 +45,14 @@ def sms_transport(backend):
 # Customers to preview for ---------------------------------------------------------------------
 
 
-def test_an_exact_external_id_comes_first_then_names_containing_the_term_newest_first():
+def test_an_exact_external_id_is_the_customer_else_names_containing_the_term_newest_first():
     named_older = CustomerFactory(name="Anna Lee")
     exact = CustomerFactory(external_id="ann", name="Someone")
     named_newer = CustomerFactory(name="JOANNA")
     CustomerFactory(name="Bob")
 
-    assert customers_matching(term=" ann ") == [exact, named_newer, named_older]
+    assert customers_matching(term=" ann ") == [exact]
+    assert customers_matching(term="ANN") == [named_newer, named_older]
     assert customers_matching(term="") == []
 
 
