@@ -305,7 +305,9 @@ class _World:
         self.cycle = _profile_cycle(random.Random(seed))
         # How many dormant profiles come before each position of the cycle.
         self.dormant_before = [self.cycle[:position].count(LifecycleState.DORMANT) for position in range(len(self.cycle))]
-        self.timing = _Timing(new_days=settings.LIFECYCLE_NEW_DAYS, reactivated_days=settings.LIFECYCLE_REACTIVATED_DAYS)
+        self.timing = _Timing(
+            new_days=settings.LIFECYCLE_NEW_DAYS, reactivated_days=settings.LIFECYCLE_REACTIVATED_DAYS
+        )
 
     def profile(self, index: int) -> str:
         return self.cycle[(index - 1) % len(self.cycle)]
@@ -476,12 +478,14 @@ def _story_for(*, profile: str, rng: random.Random, timing: _Timing) -> _Story:
     if profile == LifecycleState.NEW:
         signup = rng.uniform(0.5, timing.new_days - 0.5)
         end = rng.uniform(0, min(1.5, signup))
-        return _Story(signup, [_Span(signup, end)], [rng.uniform(end, signup)] if rng.random() < 0.6 else [])
+        orders = [rng.uniform(end, signup)] if rng.random() < 0.6 else []
+        return _Story(signup, [_Span(signup, end)], orders)
 
     if profile == LifecycleState.ACTIVE:
         end = rng.uniform(0, 3)
         if roll < 0.4:  # joined lately and stayed
-            orders = _orders_forward(first=joined - rng.uniform(0, 20), until=end, rng=rng) if rng.random() < 0.75 else []
+            first = joined - rng.uniform(0, 20)
+            orders = _orders_forward(first=first, until=end, rng=rng) if rng.random() < 0.75 else []
             return _Story(joined, [_Span(joined, end)], orders)
         if roll < 0.55:  # lapsed, came back earlier this quarter and stayed
             comeback = _uniform(rng, recent_comeback + 0.5, history - 5)
@@ -494,11 +498,13 @@ def _story_for(*, profile: str, rng: random.Random, timing: _Timing) -> _Story:
         signup = rng.uniform(history + 60, SIGNUP_MAX_DAYS)
         if roll < 0.5:  # still browses, stopped ordering two months ago (the e-commerce rule)
             end = rng.uniform(0, 3)
-            return _Story(signup, [_Span(signup, end, skips=True)], _orders_back(last=rng.uniform(62, 88), signup=signup, rng=rng))
+            orders = _orders_back(last=rng.uniform(62, 88), signup=signup, rng=rng)
+            return _Story(signup, [_Span(signup, end, skips=True)], orders)
         end = rng.uniform(4.3, 6.7)  # has not opened the app for a few days (the app rule)
         if roll < 0.8:
             signup = joined
-        orders = _orders_back(last=rng.uniform(end, 50), signup=signup, rng=rng) if rng.random() < 0.65 else []
+        last = _uniform(rng, end, min(50, signup))
+        orders = _orders_back(last=last, signup=signup, rng=rng) if rng.random() < 0.65 else []
         return _Story(signup, [_Span(signup, end, skips=signup > history)], orders)
 
     if profile == LifecycleState.DORMANT:
@@ -561,10 +567,11 @@ def _events_for(*, story: _Story, favourite: str, rng: random.Random, now: datet
     events = []
     for day in _session_days(story, rng):
         at = now - timedelta(days=day)
-        events.append((ActivityEvent.LOGIN if day == last_login else rng.choice([ActivityEvent.LOGIN, ActivityEvent.VISIT]),
-                       at, None, "", ""))
+        kind = ActivityEvent.LOGIN if day == last_login else rng.choice([ActivityEvent.LOGIN, ActivityEvent.VISIT])
+        events.append((kind, at, None, "", ""))
         if day > last_login + 1 and rng.random() < 0.4:
-            events.append((ActivityEvent.VIEW_ITEM, at + timedelta(minutes=3), None, favourite, _item_ref(favourite, rng)))
+            viewed_at = at + timedelta(minutes=3)
+            events.append((ActivityEvent.VIEW_ITEM, viewed_at, None, favourite, _item_ref(favourite, rng)))
     for position, day in enumerate(sorted(story.orders, reverse=True)):
         # Two orders in three are in the favourite category, so it strictly dominates.
         category = favourite if position % 3 != 2 else rng.choice([c for c in CATEGORIES if c != favourite])

@@ -87,7 +87,8 @@ def test_the_mix_looks_like_a_shop_doing_fine(world):
 
 def test_each_rule_decides_at_risk_and_dormant_customers(world):
     decided = Counter(
-        Customer.objects.filter(lifecycle_state__in=["at_risk", "dormant"]).values_list("lifecycle_state", "lifecycle_rule__name")
+        Customer.objects.filter(lifecycle_state__in=["at_risk", "dormant"])
+        .values_list("lifecycle_state", "lifecycle_rule__name")
     )
 
     for rule in (demo.ECOMMERCE_RULE, demo.APP_RULE):
@@ -171,6 +172,12 @@ def test_rollups_agree_with_the_events(world):
             c.events.filter(kind=ActivityEvent.ORDER).values("category").annotate(n=Count("id")).order_by("-n", "category")
         )
         assert c.favourite_category == (by_category[0]["category"] if by_category else ""), c.external_id
+
+
+def test_nothing_happens_before_signup_or_after_now(world):
+    assert not ActivityEvent.objects.filter(occurred_at__lt=F("customer__signup_at")).exists()
+    assert not ActivityEvent.objects.filter(occurred_at__gt=NOW).exists()
+    assert not Customer.objects.exclude(created_at=F("signup_at")).exists()  # members since they signed up
 
 
 def test_last_seen_is_a_login_or_visit(world):
@@ -279,8 +286,9 @@ def test_a_second_run_creates_nothing(world):
 
 def test_a_larger_run_adds_only_the_missing_customers():
     demo_world_seed(customers=20, seed=7, now=NOW)
-    history = list(LifecycleTransition.objects.order_by("id").values_list("customer_id", "to_state", "at"))
-    last_id = history and LifecycleTransition.objects.aggregate(last=Max("id"))["last"]
+    log = LifecycleTransition.objects.order_by("id").values_list("customer_id", "to_state", "at")
+    history = list(log)
+    last_id = LifecycleTransition.objects.aggregate(last=Max("id"))["last"]
 
     summary = demo_world_seed(customers=50, seed=7, now=NOW)
 
@@ -288,7 +296,7 @@ def test_a_larger_run_adds_only_the_missing_customers():
     assert Customer.objects.count() == 50
     assert Customer.objects.filter(external_id="DEMO-000050").exists()
     # The past is not replayed over customers that exist: the log up to now is untouched.
-    assert list(LifecycleTransition.objects.order_by("id").values_list("customer_id", "to_state", "at"))[:len(history)] == history
+    assert list(log.all())[:len(history)] == history
     assert not LifecycleTransition.objects.filter(id__gt=last_id).exclude(at=NOW).exists()
 
 
