@@ -63,7 +63,8 @@ class RedemptionSerializer(serializers.ModelSerializer):
 class RefusalSerializer(serializers.Serializer):
     reason = serializers.CharField(help_text="unknown_code (also for another customer's code), unknown_customer, already_redeemed, "
                                    "once_per_customer_used, offer_inactive, not_yet_valid, expired, "
-                                   "below_min_spend, wrong_category")
+                                   "below_min_spend, wrong_category, invalid (the order cannot be recorded, e.g. an amount above "
+                                   "9999999999.99 or a time in the future)")
     detail = serializers.CharField()
 
 

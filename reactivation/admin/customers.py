@@ -33,6 +33,7 @@ from core.exports import customers_export_response
 from core.masking import can_view_personal_data, mask_email, mask_personal_text, mask_phone
 from core.phones import normalize_email, normalize_phone
 from reactivation.lifecycle import lifecycle_evaluate_customers
+from reactivation.admin.segments import SegmentMembersFilter
 from reactivation.models import (
     ActivityEvent,
     Customer,
@@ -303,7 +304,7 @@ class CustomerAdmin(PersonalDataAdminMixin, LargeTableAdminMixin, admin.ModelAdm
     list_filter = [
         "lifecycle_state", "lifecycle_rule", RecencyFilter, FrequencyFilter, MonetaryFilter,
         consent_filter(Channel.EMAIL, "Email"), consent_filter(Channel.SMS, "SMS"),
-        consent_filter(Channel.IN_APP, "In-app"),
+        consent_filter(Channel.IN_APP, "In-app"), SegmentMembersFilter,
     ]
     # Declared for the search box and autocomplete; the lookup itself is customer_list_search_q.
     search_fields = ["=external_id", "=email", "=phone", "name"]

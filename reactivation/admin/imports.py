@@ -19,7 +19,6 @@ from django.utils.html import format_html
 
 from core.masking import can_view_personal_data
 from reactivation.imports.jobs import (
-    EXPIRED,
     import_job_confirm,
     import_job_create,
     import_job_preview,
@@ -135,7 +134,7 @@ class ImportJobAdmin(admin.ModelAdmin):
     def result(self, job):
         if job.status == ImportJob.Status.DONE:
             return job.summary
-        return job.error_message[:80] if job.status in (ImportJob.Status.FAILED, EXPIRED) else "—"
+        return job.error_message[:80] if job.status in (ImportJob.Status.FAILED, ImportJob.Status.EXPIRED) else "—"
 
     @admin.display(description="Duration")
     def duration_display(self, job):

@@ -179,15 +179,13 @@ def import_job_confirm(*, job: ImportJob, notice_version: str = "") -> ImportJob
 # confirmation (its MEDIA_FOLDER default).
 IMPORT_EXPORT_FOLDER = "django-import-export"
 
-# The status of a draft nobody confirmed in time. Its upload is deleted (it holds personal data);
-# the row stays as the record that a file was uploaded and discarded.
-EXPIRED = "expired"
-EXPIRED_LABEL = "Expired (not confirmed in time)"
+# A draft nobody confirmed in time (ImportJob.Status.EXPIRED) has its upload deleted (it holds
+# personal data); the row stays as the record that a file was uploaded and discarded.
 
 
 def import_drafts_expire(*, now=None) -> dict[str, int]:
     """Expire uploads nobody confirmed within IMPORT_DRAFT_HOURS: each draft import job's files
-    are deleted from storage and the job marked EXPIRED; django-import-export's preview copies
+    are deleted from storage and the job marked expired; django-import-export's preview copies
     older than that are deleted too. Returns ``{"drafts": n, "previews": m}``. Safe to run twice.
 
     A draft being confirmed right now is skipped (its row is locked by the confirmation, which
@@ -212,7 +210,7 @@ def import_drafts_expire(*, now=None) -> dict[str, int]:
                 if field_file:
                     field_file.delete(save=False)
         counts["drafts"] = ImportJob.objects.filter(pk__in=[job.pk for job in drafts]).update(
-            status=EXPIRED, file="", errors_file="", finished_at=now,
+            status=ImportJob.Status.EXPIRED, file="", errors_file="", finished_at=now,
             error_message=f"Not confirmed within {settings.IMPORT_DRAFT_HOURS} hours: the uploaded file was deleted.",
         )
     try:
@@ -314,14 +312,14 @@ def _format_label(result) -> str:
 
 
 def import_job_status_label(*, job: ImportJob) -> str:
-    return EXPIRED_LABEL if job.status == EXPIRED else job.get_status_display()
+    return job.get_status_display()
 
 
 def import_job_status(*, job: ImportJob) -> dict:
     """The small JSON the progress page polls."""
     total = job.rows_total or 0
     processed = job.rows_processed or 0
-    finished = job.status in (ImportJob.Status.DONE, ImportJob.Status.FAILED, EXPIRED)
+    finished = job.status in (ImportJob.Status.DONE, ImportJob.Status.FAILED, ImportJob.Status.EXPIRED)
     if job.status == ImportJob.Status.DONE:
         percent = 100
     elif total:

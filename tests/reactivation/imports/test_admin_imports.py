@@ -400,7 +400,7 @@ def test_drafts_nobody_confirmed_expire_and_their_files_are_deleted(admin_client
     from django.utils import timezone
 
     from reactivation.import_tasks import import_drafts_expire as hourly_task
-    from reactivation.imports.jobs import EXPIRED, import_drafts_expire
+    from reactivation.imports.jobs import import_drafts_expire
 
     # given an old draft, a fresh one, an old finished job, and old and fresh import-export previews
     upload(admin_client_, GBK_FILE, name="old.csv")
@@ -422,7 +422,7 @@ def test_drafts_nobody_confirmed_expire_and_their_files_are_deleted(admin_client
     assert default_storage.exists(done.file.name)
     assert not default_storage.exists(stale) and default_storage.exists(recent)
     old.refresh_from_db()
-    assert old.status == EXPIRED and not old.file and old.finished_at is not None
+    assert old.status == ImportJob.Status.EXPIRED and not old.file and old.finished_at is not None
     assert "Not confirmed within 24 hours" in old.error_message
     assert dict(ImportJob.objects.exclude(pk=old.pk).values_list("pk", "status")) == {
         fresh.pk: ImportJob.Status.DRAFT, done.pk: ImportJob.Status.DONE,
