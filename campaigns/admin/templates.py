@@ -126,6 +126,13 @@ class TestSendForm(forms.Form):
         return phone
 
 
+# Choosing a real customer to render for (by id, name or at random from a segment) reads the
+# customer table as the customer list would.
+CUSTOMER_VIEW_PERMISSION = "reactivation.view_customer"
+CUSTOMER_REFUSED = "Rendering for a real customer needs the permission to view customers; showing a sample customer."
+SAMPLE_ONLY_NOTE = "sample customer (a real customer needs the permission to view customers)"
+
+
 def _preview_data(request):
     """The preview's choices come from the URL, for the page and for the test send posted to
     it alike; ``?external_id=`` (older links) means ``?customer=``."""
@@ -192,12 +199,19 @@ class MessageTemplateAdmin(ImportExportAdmin):
             *super().get_urls(),
         ]
 
-    def _preview_customer(self, form):
+    def _preview_customer(self, request, form):
         """(customer, note, matches) from the form: the customer searched for (an exact external
         id, else the first of the names that match), a random customer of the campaign's
-        segment, or the sample customer. ``matches``: the rows a name search listed."""
+        segment, or the sample customer. ``matches``: the rows a name search listed.
+
+        Finding a customer or drawing one from a segment shows who they are and renders their
+        data: staff who may not view customers get the sample customer, and the page says why."""
         term = form.cleaned_data.get("customer", "").strip()
         campaign = form.cleaned_data.get("campaign")
+        if (term or campaign is not None) and not request.user.has_perm(CUSTOMER_VIEW_PERMISSION):
+            if term:
+                form.add_error("customer", CUSTOMER_REFUSED)
+            return sample_customer(), SAMPLE_ONLY_NOTE, []
         if term:
             matches = customers_matching(term=term)
             if not matches:
@@ -235,7 +249,7 @@ class MessageTemplateAdmin(ImportExportAdmin):
         customer, note, matches, campaign = sample_customer(), "sample customer", [], None
         if form.is_bound and form.is_valid():
             campaign = form.cleaned_data.get("campaign")
-            customer, note, matches = self._preview_customer(form)
+            customer, note, matches = self._preview_customer(request, form)
         preview = message_preview(template=template, customer=customer, campaign=campaign,
                                   real_grant=can_see_codes(request.user))
         # The test send names the customer previewed: a random one of the segment is drawn once.

@@ -359,9 +359,9 @@ def test_the_customers_own_grant_is_shown_to_staff_who_may_see_codes(client, eng
     OfferGrantFactory(customer=customer, campaign=campaign, offer=campaign.offer, code="K7QM-3XPA-9RTW")
     query = {"customer": customer.external_id, "campaign": campaign.pk}
 
-    staff_with(client, "view_messagetemplate", "change_offer")
+    staff_with(client, "view_messagetemplate", "view_customer", "change_offer")
     own = client.get(preview_url(template), query).context["preview"]
-    staff_with(client, "view_messagetemplate")
+    staff_with(client, "view_messagetemplate", "view_customer")
     withheld = client.get(preview_url(template), query)
 
     assert "Code: K7QM-3XPA-9RTW" in own.message.html and not own.grant_is_sample
@@ -376,7 +376,7 @@ def test_a_part_of_a_name_lists_the_matching_customers_masked_for_staff_without_
     older = CustomerFactory(name="王芳", email="wang.fang@example.com", phone="+8613812345678")
     newer = CustomerFactory(name="王芳芳", email="fangfang@example.com")
     CustomerFactory(name="李雷")
-    staff_with(client, "view_messagetemplate")
+    staff_with(client, "view_messagetemplate", "view_customer")
 
     response = client.get(preview_url(template), {"customer": "王芳"})
 
@@ -387,8 +387,31 @@ def test_a_part_of_a_name_lists_the_matching_customers_masked_for_staff_without_
     assert "wang.fang@example.com" not in page and "13812345678" not in page
     assert f'href="?customer={older.external_id}"' in page
 
-    staff_with(client, "view_messagetemplate", "view_personal_data")
+    staff_with(client, "view_messagetemplate", "view_customer", "view_personal_data")
     assert "wang.fang@example.com" in client.get(preview_url(template), {"customer": "王芳"}).content.decode()
+
+
+def test_staff_who_may_not_view_customers_preview_with_the_sample_customer_only(client):
+    template = MessageTemplateFactory(html_body="<p>{{ customer.name }}</p>")
+    secret = CustomerFactory(name="Zhang Secret Person", external_id="ext-secret")
+    campaign = CampaignFactory(email_template=template)
+    staff_with(client, "view_messagetemplate")
+
+    by_name = client.get(preview_url(template), {"customer": "Secret"})
+    by_id = client.get(preview_url(template), {"customer": "ext-secret"})
+    with mock.patch.object(Segment, "customers", lambda self: Customer.objects.filter(pk=secret.pk)):
+        drawn = client.get(preview_url(template), {"campaign": campaign.pk})
+
+    for response in (by_name, by_id, drawn):
+        page = response.content.decode()
+        assert response.status_code == 200
+        assert response.context["preview"].customer.pk is None
+        assert response.context["matches"] == []
+        assert "Zhang Secret Person" not in page
+        assert "a real customer needs the permission to view customers" in page
+    assert "Rendering for a real customer needs the permission to view customers" in by_name.content.decode()
+    assert "ext-secret" not in by_name.content.decode() and "ext-secret" not in drawn.content.decode()
+    assert drawn.context["campaign"] == campaign  # its brand and offer still apply
 
 
 def test_an_exact_external_id_chooses_that_customer_without_a_list(admin_client):
