@@ -76,13 +76,13 @@ class RunFilter(admin.SimpleListFilter):
 
     def lookups(self, request, model_admin):
         runs = CampaignRun.objects.select_related("campaign").order_by("-pk")
-        campaign_id = request.GET.get("campaign__id__exact", "")
-        if campaign_id.isdigit():
-            runs = runs.filter(campaign_id=int(campaign_id))
+        campaign_id = _id_or_none(request.GET.get("campaign__id__exact", ""))
+        if campaign_id is not None:
+            runs = runs.filter(campaign_id=campaign_id)
         listed = list(runs[: self.shown])
-        chosen = self.value()
-        if chosen and chosen.isdigit() and all(run.pk != int(chosen) for run in listed):
-            listed += list(CampaignRun.objects.select_related("campaign").filter(pk=int(chosen)))
+        chosen = _id_or_none(self.value())
+        if chosen is not None and all(run.pk != chosen for run in listed):
+            listed += list(CampaignRun.objects.select_related("campaign").filter(pk=chosen))
         return [(str(run.pk), f"{run} ({timezone.localtime(run.started_at):%Y-%m-%d %H:%M})" if run.started_at else str(run))
                 for run in listed]
 
@@ -90,7 +90,14 @@ class RunFilter(admin.SimpleListFilter):
         value = self.value()
         if not value:
             return queryset
-        return queryset.filter(run_id=int(value)) if value.isdigit() else queryset.none()
+        run_id = _id_or_none(value)
+        return queryset.filter(run_id=run_id) if run_id is not None else queryset.none()
+
+
+def _id_or_none(value) -> int | None:
+    """An id typed in a URL, or None: str.isdigit() also accepts characters int() refuses ("²")."""
+    text = (value or "").strip()
+    return int(text) if text.isascii() and text.isdigit() else None
 
 
 # Why a delivery was skipped ------------------------------------------------------------------

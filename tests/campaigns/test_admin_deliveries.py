@@ -133,6 +133,23 @@ def test_the_run_filter_lists_the_chosen_campaigns_runs_from_the_runs_table(supe
     assert len(sqls) == 2, sqls
 
 
+@pytest.mark.parametrize("query, listed", [
+    ({"run__id__exact": "²"}, 0),  # str.isdigit() says yes, int() says no
+    ({"run__id__exact": "١"}, 0),  # an Arabic-Indic one
+    ({"run__id__exact": "99999999999999999999"}, 0),
+    ({"campaign__id__exact": "²"}, 1),  # Django's campaign filter ignores it; the run filter too
+])
+def test_a_run_or_campaign_id_that_is_not_a_plain_number_is_no_error(superuser_client, query, listed):
+    campaign = campaign_for(name="Spring")
+    run = new_run(campaign)
+    delivery(campaign=campaign, run=run)
+
+    response = superuser_client.get(reverse(LIST), query)
+
+    assert response.status_code == 200
+    assert len(response.context["cl"].result_list) == listed
+
+
 def test_the_unfiltered_list_and_its_filters_do_not_count_facets(superuser_client):
     campaign = campaign_for()
     delivery(campaign=campaign, run=new_run(campaign))
