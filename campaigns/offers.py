@@ -33,7 +33,8 @@ from django.utils import timezone
 
 from campaigns.models import Offer, OfferGrant, Redemption
 from core.time_bounds import time_bounded
-from reactivation.lifecycle import lifecycle_evaluate_customers
+from reactivation.lifecycle import lifecycle_follow_activity
+from reactivation.models import ActivityEvent, Customer
 from reactivation.services import AMOUNT_MAX, activity_record_batch
 
 logger = logging.getLogger(__name__)
@@ -305,8 +306,6 @@ def redemption_record(*, code: str, external_id: str, order_amount=None, order_r
     the caller (a CSV import evaluates its customers in batches). An order the event service
     refuses (an amount above its maximum) refuses the redemption with reason ``invalid``.
     """
-    from reactivation.models import ActivityEvent, Customer
-
     at = at or timezone.now()
     if order_amount is not None:
         order_amount = Decimal(order_amount)
@@ -512,4 +511,4 @@ def redemptions_import_csv(*, file, source: str = "import", max_rows: int = 1_00
 def _lifecycle_follow(customer_ids: set[int]) -> None:
     # After the commit, as activity_record_batch does: a caller's transaction may still hold the
     # rows the hourly evaluation needs while that evaluation holds the lifecycle lock.
-    transaction.on_commit(lambda: lifecycle_evaluate_customers(customer_ids=customer_ids), robust=True)
+    transaction.on_commit(lambda: lifecycle_follow_activity(customer_ids=customer_ids), robust=True)

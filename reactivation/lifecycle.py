@@ -1,12 +1,14 @@
 """Lifecycle evaluation: new / active / at_risk / dormant / reactivated for every customer, or
-for the customers whose activity just arrived (``lifecycle_evaluate_customers``).
+for the customers whose activity just arrived (``lifecycle_evaluate_customers``, and
+``lifecycle_follow_activity`` on the request path).
 
 The state is decided in SQL (Case/When annotations built from the active DormancyRules), so the
 evaluation is a fixed number of statements whatever the number of customers:
 
 1. read the active rules (one SELECT);
 2. on PostgreSQL, take a transaction-scoped advisory lock so two overlapping runs (a slow run and
-   the next beat tick) cannot both log the same change;
+   the next beat tick) cannot both log the same change (the request path only tries it: see
+   ``lifecycle_follow_activity``);
 3. INSERT INTO LifecycleTransition ... SELECT the customers whose state or deciding rule changes;
 4. UPDATE those customers from the rows just logged (state, since, rule), a join;
 5. count the new transitions by state (one grouped SELECT) for the summary.
@@ -17,6 +19,7 @@ import logging
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 
+from celery import current_app
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import (
@@ -33,6 +36,12 @@ logger = logging.getLogger(__name__)
 
 # Any stable 64-bit number: it names the lock, it is not a secret.
 ADVISORY_LOCK_ID = 0x6C69666563796331  # "lifecyc1"
+
+# The task that evaluates customers whose follow-up found the lock busy (reactivation/tasks.py),
+# reached by its registered name: tasks.py imports this module.
+FOLLOW_TASK_NAME = "reactivation.lifecycle_evaluate_customers"
+# Customers per queued follow-up task: a short message and a short transaction in the worker.
+FOLLOW_TASK_CHUNK = 1_000
 
 
 def _signal_expression(signal: str):
@@ -194,20 +203,23 @@ def lifecycle_evaluate(*, now: datetime | None = None) -> dict[str, int]:
     return _evaluate(now=now or timezone.now())
 
 
-def lifecycle_evaluate_customers(*, customer_ids: Iterable[int] | QuerySet,
-                                 now: datetime | None = None) -> dict[str, int]:
+def lifecycle_evaluate_customers(*, customer_ids: Iterable[int] | QuerySet, now: datetime | None = None,
+                                 wait: bool = True) -> dict[str, int] | None:
     """Re-evaluate only these customers, exactly as ``lifecycle_evaluate`` decides and logs.
 
     ``customer_ids`` is a collection of ids (they travel as one JSON parameter) or a Customer
     queryset (used as a subquery, so "all 1,000,000 selected" never comes through Python).
-    Called after every batch of activity (``reactivation.services.activity_record_batch``) and by
-    the admin's "Re-evaluate lifecycle now": a customer who comes back is reactivated at once,
-    not at the next hourly run. The same statements as the full run, under the same advisory
-    lock, so it never logs a change twice beside it.
+    The same statements as the full run, under the same advisory lock, so it never logs a change
+    twice beside it. Used by the admin's "Re-evaluate lifecycle now" and by the follow-up task;
+    activity on the request path goes through ``lifecycle_follow_activity``.
 
-    Take no customer row lock in the same transaction before calling this: the full run holds
-    the advisory lock while it updates customers, so waiting for the lock while holding a row it
-    needs is a deadlock.
+    ``wait=False`` only tries the lock (PostgreSQL): while another evaluation holds it, nothing
+    is evaluated and None is returned at once. On SQLite, which has no advisory lock, both
+    evaluate at once.
+
+    Take no customer row lock in the same transaction before calling this with ``wait=True``:
+    the full run holds the advisory lock while it updates customers, so waiting for the lock
+    while holding a row it needs is a deadlock.
     """
     if isinstance(customer_ids, QuerySet):
         subset, count = customer_ids.order_by().values("pk"), "query"
@@ -216,14 +228,54 @@ def lifecycle_evaluate_customers(*, customer_ids: Iterable[int] | QuerySet,
         if not ids:
             return {**{state: 0 for state in LifecycleState.values}, "total": 0}
         subset, count = ids_param(ids), len(ids)
-    return _evaluate(now=now or timezone.now(), subset=subset, customers=count)
+    return _evaluate(now=now or timezone.now(), subset=subset, customers=count, wait=wait)
 
 
-def _evaluate(*, now: datetime, subset=None, customers="all") -> dict[str, int]:
+def lifecycle_follow_activity(*, customer_ids: Iterable[int]) -> dict[str, int] | None:
+    """Let these customers' lifecycle follow the activity just committed, without waiting.
+
+    Called after every batch of activity (events API, admin, CSV, redemptions): a customer who
+    comes back is reactivated at once, not at the next hourly run. The hourly full run holds
+    the lifecycle lock for seconds to tens of seconds on a large base; a request that waited
+    behind it would time out and be retried by its client, recording its events twice. So the
+    lock is only tried: when free, the customers are evaluated here and the summary returned;
+    when busy, they are queued to the ``reactivation.lifecycle_evaluate_customers`` task in
+    chunks of FOLLOW_TASK_CHUNK (which waits for the lock in a worker) once the current
+    transaction commits, and None is returned. A broker that is down loses nothing that
+    matters: the failure is logged and the next full run evaluates those customers.
+    """
+    ids = set(customer_ids)
+    result = lifecycle_evaluate_customers(customer_ids=ids, wait=False)
+    if result is None:
+        transaction.on_commit(lambda: _follow_queue(sorted(ids)))
+    return result
+
+
+def _follow_queue(ids: list[int]) -> None:
+    task = current_app.tasks[FOLLOW_TASK_NAME]
+    for start in range(0, len(ids), FOLLOW_TASK_CHUNK):
+        chunk = ids[start:start + FOLLOW_TASK_CHUNK]
+        try:
+            # retry=False: with the broker down, fail now rather than hold the request in retries.
+            task.apply_async(kwargs={"customer_ids": chunk}, retry=False)
+        except Exception:
+            logger.exception("lifecycle follow-up not queued customers=%d; the full evaluation will catch up",
+                             len(ids) - start)
+            return
+    logger.info("lifecycle busy: follow-up queued customers=%d", len(ids))
+
+
+def _evaluate(*, now: datetime, subset=None, customers="all", wait: bool = True) -> dict[str, int] | None:
     with transaction.atomic():
         if connection.vendor == "postgresql":
             with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_advisory_xact_lock(%s)", [ADVISORY_LOCK_ID])
+                if wait:
+                    cursor.execute("SELECT pg_advisory_xact_lock(%s)", [ADVISORY_LOCK_ID])
+                else:
+                    cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [ADVISORY_LOCK_ID])
+                    if not cursor.fetchone()[0]:
+                        logger.debug("lifecycle lock busy customers=%s", customers)
+                        return None
         rules = list(DormancyRule.objects.filter(is_active=True).order_by("priority", "id"))
         last_id = LifecycleTransition.objects.aggregate(last=Max("id"))["last"] or 0
         changed = _changed_customers(rules, now, subset)

@@ -18,7 +18,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from core.time_bounds import time_bounds_problem
-from reactivation.lifecycle import ids_param, lifecycle_evaluate_customers
+from reactivation.lifecycle import ids_param, lifecycle_follow_activity
 from reactivation.models import ActivityEvent, Customer
 
 logger = logging.getLogger(__name__)
@@ -59,11 +59,12 @@ def activity_record_batch(*, events: Iterable[ActivityEvent], evaluate_lifecycle
     one UPDATE for the favourite category, whatever the batch size. Every kind counts as
     presence for last_seen_at; only ``order`` events count as orders.
 
-    The lifecycle of the batch's customers follows at once: ``lifecycle_evaluate_customers``
-    runs when the transaction that recorded the batch commits (its own fixed number of
-    statements). Not inside it: this transaction holds the customers' row locks, and waiting for
-    the lifecycle lock while the hourly evaluation holds it and waits for those rows would be a
-    deadlock. Should it fail, the events stay recorded and the hourly evaluation catches up.
+    The lifecycle of the batch's customers follows: ``lifecycle_follow_activity`` runs when the
+    transaction that recorded the batch commits (its own fixed number of statements). It never
+    waits behind the hourly evaluation: while that holds the lifecycle lock, the customers are
+    queued to a worker instead, so a request returns at once. Not inside the transaction: it
+    holds the customers' row locks, which the hourly evaluation needs. Should it fail, the
+    events stay recorded and the hourly evaluation catches up.
     ``evaluate_lifecycle=False`` leaves it to a caller that evaluates many batches' customers at
     once (every caller that passes it must do so).
     """
@@ -83,7 +84,7 @@ def activity_record_batch(*, events: Iterable[ActivityEvent], evaluate_lifecycle
         )
         if evaluate_lifecycle:
             customer_ids = {event.customer_id for event in created}
-            transaction.on_commit(lambda: lifecycle_evaluate_customers(customer_ids=customer_ids), robust=True)
+            transaction.on_commit(lambda: lifecycle_follow_activity(customer_ids=customer_ids), robust=True)
     logger.debug("activity recorded events=%d customers=%d", len(created), len({e.customer_id for e in created}))
     return created
 

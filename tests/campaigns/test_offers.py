@@ -1,6 +1,7 @@
 import io
 import logging
 import re
+import time
 from datetime import timedelta
 from decimal import Decimal
 from unittest import mock
@@ -14,6 +15,7 @@ from django.utils import timezone
 from campaigns import offers
 from campaigns.models import OfferGrant, Redemption
 from reactivation.models import Category, Customer
+from reactivation.tasks import lifecycle_evaluate_customers_task
 from campaigns.offers import (
     CODE_ALPHABET,
     RedeemRefusal,
@@ -27,6 +29,7 @@ from campaigns.offers import (
 )
 from tests.campaigns.offer_helpers import make_run
 from tests.factories import CustomerFactory, OfferFactory, OfferGrantFactory
+from tests.reactivation.factories_lifecycle import follow_up_messages, lifecycle_lock_held_elsewhere
 
 pytestmark = pytest.mark.django_db
 
@@ -517,6 +520,25 @@ def test_a_redemption_records_the_order_and_reactivates_at_once(dormant_customer
     order = ActivityEvent.objects.get(customer=dormant_customer)
     assert (order.kind, order.amount, order.item_ref, order.category, order.source) == (
         "order", Decimal("120.50"), "SO-9", "beauty", "api")
+
+
+@pytest.mark.postgres
+def test_a_redemption_does_not_wait_while_the_hourly_evaluation_holds_the_lifecycle_lock(
+        dormant_customer, monkeypatch, django_capture_on_commit_callbacks):
+    queued = follow_up_messages(monkeypatch)
+    grant = grant_for(customer=dormant_customer, granted_at=timezone.now() - timedelta(days=1))
+    with lifecycle_lock_held_elsewhere():
+        started = time.monotonic()
+        with django_capture_on_commit_callbacks(execute=True):
+            redemption_record(code=grant.code, external_id=dormant_customer.external_id, order_amount="10")
+        took = time.monotonic() - started
+
+    assert took < 0.5
+    assert Redemption.objects.filter(grant=grant).exists()
+    assert [message["kwargs"] for message in queued] == [{"customer_ids": [dormant_customer.pk]}]
+    lifecycle_evaluate_customers_task(**queued[0]["kwargs"])
+    dormant_customer.refresh_from_db()
+    assert dormant_customer.lifecycle_state == "reactivated"
 
 
 def test_a_refused_redemption_records_no_order(dormant_customer):

@@ -1,15 +1,25 @@
 import logging
+import threading
+import time
 from datetime import datetime, timedelta
 from datetime import timezone as dt_timezone
 from decimal import Decimal
 
 import pytest
+from celery import current_app
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+from kombu.exceptions import OperationalError
 
-from reactivation.lifecycle import lifecycle_evaluate, lifecycle_evaluate_customers
+from reactivation import lifecycle
+from reactivation.lifecycle import (
+    FOLLOW_TASK_NAME, lifecycle_evaluate, lifecycle_evaluate_customers, lifecycle_follow_activity,
+)
 from reactivation.models import Customer, DormancyRule, LifecycleState, LifecycleTransition
+from reactivation.tasks import lifecycle_evaluate_customers_task
 from tests.factories import CustomerFactory, DormancyRuleFactory
+from tests.reactivation.factories_lifecycle import follow_up_messages, lifecycle_lock_held_elsewhere
 
 pytestmark = pytest.mark.django_db
 
@@ -366,3 +376,109 @@ def test_evaluating_chosen_customers_is_a_fixed_number_of_statements(rule):
     large_queries, large = _chosen_queries(1000)
     assert small_queries == large_queries
     assert large["total"] > small["total"] > 0
+
+
+# Following activity without waiting behind the full run ------------------------------------------
+
+
+def just_ordered(state=DORMANT):
+    """A customer whose order a minute ago is the activity just recorded."""
+    now = timezone.now()
+    return CustomerFactory(lifecycle_state=state, lifecycle_since=now - timedelta(days=200),
+                           signup_at=now - timedelta(days=400), last_order_at=now - timedelta(minutes=1),
+                           order_count=2)
+
+
+@pytest.fixture
+def queued(monkeypatch):
+    """The follow-up task's messages, kept here instead of sent to the broker."""
+    return follow_up_messages(monkeypatch)
+
+
+@pytest.fixture
+def lock_busy(monkeypatch):
+    """Every evaluation that only tries the lock finds it taken (as PostgreSQL answers while the
+    full run holds it)."""
+    evaluate = lifecycle.lifecycle_evaluate_customers
+
+    def busy(**kwargs):
+        return None if kwargs.get("wait") is False else evaluate(**kwargs)
+
+    monkeypatch.setattr(lifecycle, "lifecycle_evaluate_customers", busy)
+
+
+def test_the_follow_up_task_is_registered_under_the_name_the_follow_up_sends():
+    assert lifecycle_evaluate_customers_task.name == FOLLOW_TASK_NAME == "reactivation.lifecycle_evaluate_customers"
+    assert FOLLOW_TASK_NAME in current_app.tasks
+
+
+def test_follow_up_evaluates_at_once_when_the_lock_is_free(rule, queued, django_capture_on_commit_callbacks):
+    back = just_ordered()
+    with django_capture_on_commit_callbacks(execute=True):
+        result = lifecycle_follow_activity(customer_ids=[back.pk])
+    assert (result["reactivated"], result["total"]) == (1, 1)
+    assert state_of(back) == (REACTIVATED, None)
+    assert queued == []
+
+
+def test_follow_up_with_the_lock_busy_queues_the_customers_in_chunks_once_committed(
+        rule, queued, lock_busy, monkeypatch, django_capture_on_commit_callbacks):
+    monkeypatch.setattr(lifecycle, "FOLLOW_TASK_CHUNK", 2)
+    customers = [just_ordered() for _ in range(5)]
+    with django_capture_on_commit_callbacks(execute=True):
+        assert lifecycle_follow_activity(customer_ids=[c.pk for c in reversed(customers)]) is None
+        assert queued == []  # nothing is sent for a transaction that may still roll back
+    ids = sorted(c.pk for c in customers)
+    assert [message["kwargs"] for message in queued] == [
+        {"customer_ids": ids[0:2]}, {"customer_ids": ids[2:4]}, {"customer_ids": ids[4:5]}]
+    assert all(state_of(c) == (DORMANT, None) for c in customers)
+    # a worker runs each task: every customer follows
+    for message in queued:
+        lifecycle_evaluate_customers_task(**message["kwargs"])
+    assert all(state_of(c) == (REACTIVATED, None) for c in customers)
+
+
+def test_follow_up_with_the_broker_down_logs_and_leaves_the_customers_to_the_full_run(
+        rule, lock_busy, monkeypatch, caplog, django_capture_on_commit_callbacks):
+    def refused(*args, **kwargs):
+        raise OperationalError("[Errno 111] Connection refused")
+
+    monkeypatch.setattr(current_app.tasks[FOLLOW_TASK_NAME], "apply_async", refused)
+    back = just_ordered()
+    with caplog.at_level(logging.ERROR, logger="reactivation.lifecycle"), \
+            django_capture_on_commit_callbacks(execute=True):
+        assert lifecycle_follow_activity(customer_ids=[back.pk]) is None
+    assert "lifecycle follow-up not queued customers=1" in caplog.text
+    assert state_of(back) == (DORMANT, None)
+    lifecycle_evaluate()
+    assert state_of(back) == (REACTIVATED, None)
+
+
+@pytest.mark.postgres
+def test_follow_up_never_waits_for_the_full_run_and_its_task_applies_the_transitions(
+        rule, queued, django_capture_on_commit_callbacks):
+    back = just_ordered()
+    with lifecycle_lock_held_elsewhere():
+        started = time.monotonic()
+        with django_capture_on_commit_callbacks(execute=True):
+            assert lifecycle_follow_activity(customer_ids=[back.pk]) is None
+        took = time.monotonic() - started
+    assert took < 0.5
+    assert state_of(back) == (DORMANT, None)
+    assert [message["kwargs"] for message in queued] == [{"customer_ids": [back.pk]}]
+
+    lifecycle_evaluate_customers_task(**queued[0]["kwargs"])
+    assert state_of(back) == (REACTIVATED, None)
+    assert only_transition(back)[:2] == (DORMANT, REACTIVATED)
+
+
+@pytest.mark.postgres
+def test_the_follow_up_task_waits_for_the_full_run_to_finish(rule):
+    back = just_ordered()
+    with lifecycle_lock_held_elsewhere() as release:
+        threading.Timer(0.5, release.set).start()
+        started = time.monotonic()
+        lifecycle_evaluate_customers_task(customer_ids=[back.pk])
+        waited = time.monotonic() - started
+    assert waited >= 0.4
+    assert state_of(back) == (REACTIVATED, None)

@@ -1,3 +1,4 @@
+import time
 from datetime import datetime, timedelta
 from datetime import timezone as dt_timezone
 from decimal import Decimal
@@ -10,7 +11,9 @@ from django.utils import timezone
 
 from reactivation.models import ActivityEvent, Customer
 from reactivation.services import activity_record, activity_record_batch
+from reactivation.tasks import lifecycle_evaluate_customers_task
 from tests.factories import ActivityEventFactory, CustomerFactory
+from tests.reactivation.factories_lifecycle import follow_up_messages, lifecycle_lock_held_elsewhere
 
 pytestmark = pytest.mark.django_db
 
@@ -355,3 +358,28 @@ def test_a_batch_and_its_lifecycle_take_the_same_statements_whatever_the_size(
     assert [s.split()[0] for s in small] == [s.split()[0] for s in large]
     assert sum("INSERT INTO \"reactivation_lifecycletransition\"" in s for s in large) == 1
     assert Customer.objects.filter(lifecycle_state="reactivated").count() == 102
+
+
+@pytest.mark.postgres
+def test_a_batch_does_not_wait_while_the_hourly_evaluation_holds_the_lifecycle_lock(
+        no_order_for_90_days, monkeypatch, django_capture_on_commit_callbacks):
+    # A request stuck behind the full run times out, and its client's retry records the events twice.
+    queued = follow_up_messages(monkeypatch)
+    now = timezone.now()
+    back = CustomerFactory(lifecycle_state="dormant", lifecycle_rule=no_order_for_90_days, order_count=1,
+                           last_order_at=now - timedelta(days=200), signup_at=now - timedelta(days=400))
+
+    with lifecycle_lock_held_elsewhere():
+        started = time.monotonic()
+        with django_capture_on_commit_callbacks(execute=True):
+            activity_record(customer=back, kind="order", occurred_at=now - timedelta(minutes=1), amount=Decimal("9"))
+        took = time.monotonic() - started
+
+    assert took < 0.5
+    back.refresh_from_db()
+    assert (back.order_count, back.lifecycle_state) == (2, "dormant")
+    assert [message["kwargs"] for message in queued] == [{"customer_ids": [back.pk]}]
+    # the worker picks the task up once the full run has released the lock
+    lifecycle_evaluate_customers_task(**queued[0]["kwargs"])
+    back.refresh_from_db()
+    assert back.lifecycle_state == "reactivated"
