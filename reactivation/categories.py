@@ -1,4 +1,5 @@
-"""Display labels of category keys, as messages show them.
+"""Category keys: their display labels, as messages show them, and the key a written name
+stands for, as imports read them.
 
 Rendering asks for a label per message, so labels are read from the database at most once a
 minute per process rather than once per message; an edit in the admin shows in messages
@@ -38,3 +39,21 @@ def category_label(key: str, language: str) -> str:
         return ""
     category = _labels().get(key)
     return category.label(language) if category is not None else ""
+
+
+def category_keys_by_name() -> dict[str, str]:
+    """Every name a category goes by, casefolded, to its key: the key itself and both labels.
+
+    Files exported by a shop's own system say "美妆" or "Beauty" where segments and offers use
+    the key "beauty". One SELECT, read fresh (an import must see a category added a minute ago).
+    A key wins over another category's label of the same spelling.
+    """
+    names: dict[str, str] = {}
+    categories = list(Category.objects.order_by("key").values_list("key", "label_zh_hans", "label_en"))
+    for key, label_zh_hans, label_en in categories:
+        for label in (label_zh_hans, label_en):
+            if label.strip():
+                names.setdefault(label.strip().casefold(), key)
+    for key, _zh, _en in categories:
+        names[key.casefold()] = key
+    return names

@@ -13,7 +13,10 @@ The contract (see docs/import.md):
 
 Statements are fixed in number whatever the row count: staging (one COPY per 100,000 rows
 on PostgreSQL, one executemany per 5,000 rows elsewhere), then a handful of set-based
-statements, plus one consent_record_bulk per 2,000 consent changes.
+statements, plus one consent_record_bulk per 2,000 consent changes. Once that transaction
+commits, the lifecycle of every customer it created or changed is re-evaluated in one
+``lifecycle_evaluate_customers`` call (a customer imported with a last order two years ago is
+dormant at once, not "new" until the hourly run).
 """
 
 from __future__ import annotations
@@ -30,9 +33,11 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from consent.models import Channel, ConsentState, Purpose, Source
+from reactivation.categories import category_keys_by_name
 from reactivation.imports import parsing
 from reactivation.imports.reading import Table, UnusableFile, open_table
 from reactivation.imports.staging import Column, ErrorReport, StagingTable, fetch_in_batches
+from reactivation.lifecycle import lifecycle_evaluate_customers
 
 logger = logging.getLogger(__name__)
 CONSENT_BATCH = 2_000
@@ -215,6 +220,15 @@ def _field_parsers(stage: StagingTable, options: ImportOptions) -> dict[str, Cal
     def consent(raw):
         return adapt_bool(parse_consent(raw))
 
+    category_keys = category_keys_by_name()
+    category_text = parsing.text_of_length(100)
+
+    def category(raw):
+        # A category's key or one of its labels, in any case, is that category; any other
+        # value is kept as written (a category may be described after its customers arrive).
+        value = category_text(raw)
+        return category_keys.get(value.casefold(), value)
+
     return {
         "external_id": parsing.text_of_length(100),
         "name": parsing.text_of_length(200),
@@ -227,7 +241,7 @@ def _field_parsers(stage: StagingTable, options: ImportOptions) -> dict[str, Cal
         "last_order_at": when,
         "order_count": parsing.parse_count,
         "total_spent": lambda raw: adapt_dec(parsing.parse_money(raw)),
-        "favourite_category": parsing.text_of_length(100),
+        "favourite_category": category,
         "email_consent": consent,
         "sms_consent": consent,
         "in_app_consent": consent,
@@ -465,6 +479,7 @@ def _apply(*, stage: StagingTable, mapping: ColumnMapping, options: ImportOption
             return
         now = timezone.now()
         now_param = now if postgres else str(now.replace(tzinfo=None))
+        touched: list[int] = []  # customers created or changed: their lifecycle follows on commit
         if fields or has_attributes:
             assignments = [f"{f} = COALESCE(s.{f}, c.{f})" for f in fields]
             if has_attributes:
@@ -473,9 +488,11 @@ def _apply(*, stage: StagingTable, mapping: ColumnMapping, options: ImportOption
             assignments.append("updated_at = %s")
             cursor.execute(
                 f"UPDATE reactivation_customer AS c SET {', '.join(assignments)} "
-                f"FROM {table} s WHERE c.external_id = s.external_id AND {row_differs}",
+                f"FROM {table} s WHERE c.external_id = s.external_id AND {row_differs} RETURNING id",
                 [now_param],
             )
+            # A bare "id" (SQLite's RETURNING takes no alias): the stage has no such column.
+            touched.extend(row[0] for row in fetch_in_batches(cursor))
             timer.lap("update")
         defaults = {f: ("''" if f in TEXT_FIELDS else "NULL") for f in CUSTOMER_FIELDS}
         defaults.update(order_count="0", total_spent="0")
@@ -489,14 +506,26 @@ def _apply(*, stage: StagingTable, mapping: ColumnMapping, options: ImportOption
             # No NOT EXISTS here: planned against an empty (just truncated) table it becomes a
             # nested loop re-scanning the rows this very INSERT adds, O(n²). The unique index
             # skips known ids for the price of one probe each.
-            f"WHERE TRUE ON CONFLICT (external_id) DO NOTHING",  # WHERE: SQLite reads a bare ON as a join
+            f"WHERE TRUE ON CONFLICT (external_id) DO NOTHING RETURNING id",  # WHERE: SQLite reads a bare ON as a join
             [now_param, now_param, now_param],
         )
+        touched.extend(row[0] for row in fetch_in_batches(cursor))
         timer.lap("insert")
         if consent_fields:
             result.consent_events = _record_consent(cursor, table, consent_fields, options, postgres)
             timer.lap("consent")
+        if touched:
+            # After the commit, as for every other way activity arrives: the lifecycle lock is
+            # not taken while this transaction holds the imported customers' rows. A failure
+            # leaves the import in place and the hourly evaluation catches up.
+            transaction.on_commit(lambda: _lifecycle_follow(touched), robust=True)
     logger.debug("customer import applied: %s", timer)
+
+
+def _lifecycle_follow(customer_ids: list[int]) -> None:
+    started = time.perf_counter()
+    lifecycle_evaluate_customers(customer_ids=customer_ids)
+    logger.debug("customer import lifecycle customers=%d in %.2fs", len(customer_ids), time.perf_counter() - started)
 
 
 class _PhaseTimer:

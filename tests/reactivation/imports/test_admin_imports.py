@@ -1,16 +1,18 @@
 import csv
 import io
 import json
+from datetime import timedelta
 
 import pytest
 from django.core.files.storage import default_storage
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
+from django.utils import timezone
 
 from config.celery import app as celery_app
 from reactivation.imports.jobs import CLAIMED, SKIP, WAIT, import_job_claim, import_job_execute
 from reactivation.models import Customer, ImportJob
-from tests.factories import CustomerFactory, UserFactory
+from tests.factories import CustomerFactory, DormancyRuleFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -96,6 +98,21 @@ def test_upload_preview_confirm_progress_result(admin_client_, eager_celery, dja
     assert rows == [["line", "column", "value", "reason"], ["3", "邮箱", "not-an-email", "邮箱 is not a valid email address"]]
     assert client.get(reverse("admin:reactivation_importjob_change", args=[job.pk])).status_code == 200
 
+
+
+def test_a_confirmed_customer_import_moves_the_lifecycle_of_its_customers(
+        admin_client_, eager_celery, django_capture_on_commit_callbacks):
+    # given a shop rule, and a file whose customer last ordered long ago
+    DormancyRuleFactory(name="No order for 90 days", signal="last_order", inactive_days=90, min_orders=1)
+    last_order = (timezone.now() - timedelta(days=400)).strftime("%Y-%m-%d")
+    response = upload(admin_client_, f"external_id,last_order_at,order_count\nADMIN,{last_order},2\n".encode())
+    # when the import is confirmed and its task runs
+    with django_capture_on_commit_callbacks(execute=True):
+        admin_client_.post(response.url)
+    # then the customer is dormant as soon as the job is done, not "new" until the hourly run
+    job = ImportJob.objects.get()
+    assert (job.status, job.created) == (ImportJob.Status.DONE, 1)
+    assert Customer.objects.get(external_id="ADMIN").lifecycle_state == "dormant"
 
 def test_unusable_file_is_explained_on_the_preview_and_cannot_be_confirmed(admin_client_):
     response = upload(admin_client_, b"name,email\nLi,l@x.com\n")

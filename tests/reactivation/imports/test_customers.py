@@ -10,7 +10,7 @@ from consent.models import ConsentEvent, ConsentState, Suppression
 from reactivation.imports import staging
 from reactivation.imports.customers import ImportOptions, customers_import
 from reactivation.imports.reading import UnusableFile
-from reactivation.models import Customer
+from reactivation.models import Category, Customer
 from tests.factories import CustomerFactory
 from tests.reactivation.imports.conftest import read_errors
 
@@ -63,6 +63,23 @@ def test_external_id_header_is_case_and_space_insensitive(csv_file, header):
         "Li", "l@x.com", "en", "UTC", "books"
     )
 
+
+
+def test_a_favourite_category_named_by_its_label_or_key_becomes_the_key(csv_file):
+    # given the demo's categories, and a file naming them as people write them
+    Category.objects.create(key="beauty", label_zh_hans="美妆", label_en="Beauty")
+    Category.objects.create(key="home", label_zh_hans="家居", label_en="Home & Living")
+    path = csv_file("external_id,偏好品类\nC1,美妆\nC2,BEAUTY\nC3,home & living\nC4,Home\nC5,户外\nC6,\n")
+    # when it is imported
+    with CaptureQueriesContext(connection) as queries:
+        result, errors = run(path)
+    # then a key or a label, in any case, is stored as the key; an unknown value is kept as written
+    assert (result.created, errors) == (6, [])
+    assert dict(Customer.objects.values_list("external_id", "favourite_category")) == {
+        "C1": "beauty", "C2": "beauty", "C3": "home", "C4": "home", "C5": "户外", "C6": "",
+    }
+    # and the categories were read once for the whole file
+    assert sum('FROM "reactivation_category"' in q["sql"] for q in queries.captured_queries) == 1
 
 def test_update_touches_only_columns_present_and_non_blank(csv_file):
     # given a known customer with every field filled
