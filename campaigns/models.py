@@ -289,6 +289,10 @@ class ChannelPolicy(models.Model):
 
 # Campaigns ------------------------------------------------------------------------------------
 
+# Ten years: longer means "once ever" in practice, and the re-entry cut (now minus this many days)
+# must stay a date Python and the database can represent.
+REENTRY_DAYS_MAX = 3650
+
 
 class Campaign(models.Model):
     class Status(models.TextChoices):
@@ -329,7 +333,10 @@ class Campaign(models.Model):
     is_marketing = models.BooleanField(default=True)
     cap_exempt = models.BooleanField(default=False, help_text="Ignore frequency caps (only for non-marketing messages).")
     sms_enabled = models.BooleanField(default=True, help_text="Switch SMS off for this campaign (e.g. a market that refuses recall SMS).")
-    reentry_days = models.PositiveIntegerField(default=30, help_text="The same customer gets this campaign at most once per N days.")
+    reentry_days = models.PositiveIntegerField(
+        default=30, validators=[MaxValueValidator(REENTRY_DAYS_MAX)],
+        help_text=f"The same customer gets this campaign at most once per N days (at most {REENTRY_DAYS_MAX}).",
+    )
     holdout_percent = models.PositiveSmallIntegerField(
         default=0, validators=[MaxValueValidator(50)], help_text="Share of targeted customers kept as a holdout that gets nothing."
     )

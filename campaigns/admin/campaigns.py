@@ -3,6 +3,7 @@ estimate, the schedule in words, buttons for each verb), its actions and its liv
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import HttpResponseNotAllowed, JsonResponse
 from django.shortcuts import get_object_or_404, redirect
@@ -13,11 +14,16 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
 from campaigns import services
-from campaigns.models import Brand, Campaign, CampaignRun
+from campaigns.models import REENTRY_DAYS_MAX, Brand, Campaign, CampaignRun
 from campaigns.rendering import validate_campaign_templates
 from campaigns.selectors import campaign_audience_estimate, campaign_schedule_description
 from consent.models import Channel
 from reactivation.models import Segment
+
+
+def _is_number(text: str) -> bool:
+    """Only 0-9: str.isdigit() also accepts characters int() refuses, such as "²"."""
+    return text.isascii() and text.isdigit()
 
 
 class ChannelOrderWidget(forms.Widget):
@@ -60,7 +66,7 @@ class ChannelOrderWidget(forms.Widget):
             text = (data.get(f"{name}_order_{channel}") or "").strip()
             if not text:
                 orders[channel] = (float("inf"), position)
-            elif text.isdigit():
+            elif _is_number(text):
                 orders[channel] = (int(text), position)
             else:
                 bad.append(channel)
@@ -201,10 +207,18 @@ CONTROLS = {
 
 
 def _estimate_campaign(params) -> Campaign:
-    """An unsaved campaign from the page's current (maybe unsaved) choices, for the estimate."""
-    def number(name, default=0):
+    """An unsaved campaign from the page's current (maybe unsaved) choices, for the estimate.
+    Raises ValidationError naming the parameter that is not a whole number or is out of range."""
+    def number(name, default=0, maximum=None):
         text = (params.get(name) or "").strip()
-        return int(text) if text.isdigit() else default
+        if not text:
+            return default
+        if not _is_number(text):
+            raise ValidationError(f"{name.replace('_', ' ').capitalize()} must be a whole number.")
+        value = int(text)
+        if maximum is not None and value > maximum:
+            raise ValidationError(f"{name.replace('_', ' ').capitalize()} must be at most {maximum}.")
+        return value
 
     def checked(name):
         return params.get(name) in ("on", "true", "1")
@@ -215,7 +229,7 @@ def _estimate_campaign(params) -> Campaign:
         email_template_id=number("email_template") or None, sms_template_id=number("sms_template") or None,
         in_app_template_id=number("in_app_template") or None, sms_enabled=checked("sms_enabled"),
         is_marketing=checked("is_marketing"), cap_exempt=checked("cap_exempt"),
-        reentry_days=number("reentry_days"), holdout_percent=min(number("holdout_percent"), 100),
+        reentry_days=number("reentry_days", maximum=REENTRY_DAYS_MAX), holdout_percent=min(number("holdout_percent"), 100),
     )
     return campaign
 
@@ -352,7 +366,10 @@ class CampaignAdmin(admin.ModelAdmin):
     def estimate_view(self, request):
         if not (self.has_view_permission(request) or self.has_add_permission(request)):
             raise PermissionDenied
-        campaign = _estimate_campaign(request.GET)
+        try:
+            campaign = _estimate_campaign(request.GET)
+        except ValidationError as exc:
+            return JsonResponse({"ok": False, "error": " ".join(exc.messages)}, status=400)
         if campaign.segment_id is None or not Segment.objects.filter(pk=campaign.segment_id).exists():
             return JsonResponse({"ok": False, "error": "Choose a segment."})
         if not campaign.channels:
@@ -396,8 +413,11 @@ class CampaignAdmin(admin.ModelAdmin):
         ]
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
-        campaign = self.get_object(request, object_id)
-        extra_context = {**(extra_context or {}),
-                         "progress_url": reverse("admin:campaigns_campaign_progress", args=[object_id]),
-                         "controls": self._controls(request, campaign) if campaign else []}
+        # An id that names no campaign (or is not a number) gets the admin's own "does not exist"
+        # answer: the progress and control URLs are built only for a campaign that does.
+        campaign = self.get_object(request, unquote(object_id))
+        if campaign is not None:
+            extra_context = {**(extra_context or {}),
+                             "progress_url": reverse("admin:campaigns_campaign_progress", args=[campaign.pk]),
+                             "controls": self._controls(request, campaign)}
         return super().change_view(request, object_id, form_url, extra_context)

@@ -9,7 +9,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from campaigns.materialize import run_materialize
-from campaigns.models import Campaign, CampaignRun, ChannelPolicy, ContactPolicy, Delivery
+from campaigns.models import REENTRY_DAYS_MAX, Campaign, CampaignRun, ChannelPolicy, ContactPolicy, Delivery
 from campaigns.services import campaign_launch
 from tests.campaigns.pipeline_helpers import (
     campaign_for, customers_with_consent,
@@ -283,6 +283,65 @@ def test_the_estimate_endpoint_counts_the_unsaved_choices_of_the_page(superuser_
     assert (both["reachable"], both["usable_channels"]) == (5, ["email", "sms"])
     assert (sms_off["reachable"], sms_off["usable_channels"]) == (3, ["email"])
     assert no_segment == {"ok": False, "error": "Choose a segment."}
+
+
+@pytest.mark.parametrize("params, error", [
+    ({"segment": "²"}, "Segment must be a whole number."),
+    ({"reentry_days": "²"}, "Reentry days must be a whole number."),
+    ({"holdout_percent": "-5"}, "Holdout percent must be a whole number."),
+    ({"reentry_days": "99999999"}, "Reentry days must be at most 3650."),
+])
+def test_the_estimate_endpoint_answers_a_bad_number_with_a_400_naming_it(superuser_client, params, error):
+    segment = SegmentFactory()
+    query = {"segment": segment.pk, "channels": "email", "email_template": MessageTemplateFactory(channel="email").pk,
+             "campaign": campaign_for().pk, **params}
+
+    response = superuser_client.get(reverse("admin:campaigns_campaign_estimate"), query)
+
+    assert response.status_code == 400
+    assert response.json() == {"ok": False, "error": error}
+
+
+def test_the_estimate_endpoint_counts_the_longest_reentry_allowed(superuser_client):
+    customers_with_consent(2)
+    query = {"segment": SegmentFactory().pk, "channels": "email", "is_marketing": "on",
+             "email_template": MessageTemplateFactory(channel="email").pk, "campaign": campaign_for().pk,
+             "reentry_days": str(REENTRY_DAYS_MAX)}
+
+    estimate = superuser_client.get(reverse("admin:campaigns_campaign_estimate"), query).json()
+
+    assert (estimate["ok"], estimate["reachable"]) == (True, 2)
+
+
+def test_reentry_days_beyond_ten_years_are_refused_on_the_form(superuser_client):
+    data = _form_data(SegmentFactory(), channels=["email"], email_template=MessageTemplateFactory(channel="email").pk,
+                      reentry_days=REENTRY_DAYS_MAX + 1)
+
+    response = superuser_client.post(reverse("admin:campaigns_campaign_add"), data)
+
+    assert response.status_code == 200
+    assert response.context["adminform"].form.errors["reentry_days"] == [
+        f"Ensure this value is less than or equal to {REENTRY_DAYS_MAX}."]
+
+
+def test_a_channel_order_int_refuses_is_a_form_error(superuser_client):
+    data = _form_data(SegmentFactory(), channels=["email"], channels_order_email="²",
+                      email_template=MessageTemplateFactory(channel="email").pk)
+
+    response = superuser_client.post(reverse("admin:campaigns_campaign_add"), data)
+
+    assert response.status_code == 200
+    assert "Give the order of email as a number (1 = tried first)." in response.content.decode()
+    assert not Campaign.objects.filter(name="Win-back").exists()
+
+
+@pytest.mark.parametrize("object_id", ["abc", "999999"])
+def test_the_change_page_of_a_campaign_that_does_not_exist_redirects_with_the_admins_message(superuser_client, object_id):
+    response = superuser_client.get(f"/admin/campaigns/campaign/{object_id}/change/")
+
+    assert response.status_code == 302
+    assert response.url == reverse("admin:index")
+    assert any("doesn’t exist" in message for message in messages_of(response))
 
 
 def test_the_estimate_endpoint_needs_campaign_permissions(client):
