@@ -8,6 +8,7 @@ real lifecycle and RFM evaluation. It is:
   ids DEMO-000001, DEMO-000002, ...;
 - idempotent: customers that already exist are skipped, rules and segments are fetched by name,
   so a second run with the same arguments creates nothing;
+- counted: the segments it ensures get their cached size (the segment list's figure) at the end;
 - set-based: rows are built in Python and written with ``bulk_create`` a chunk at a time, and
   the history below is a fixed number of statements, so 3,000 customers take a few seconds and
   100,000 work too.
@@ -49,6 +50,7 @@ from django.utils import timezone
 from consent.models import Action, Channel, Source, Suppression
 from consent.services import ConsentDecision, consent_record_bulk
 from reactivation.models import ActivityEvent, Customer, DormancyReason, DormancyRule, LifecycleState, Segment
+from reactivation.segment_sizes import segment_sizes_refresh
 
 EXTERNAL_ID_PREFIX = "DEMO-"
 EVENT_SOURCE = "demo"
@@ -185,6 +187,9 @@ def demo_world_seed(*, customers: int, seed: int, now: datetime) -> dict:
         created["transitions"] += lifecycle_evaluate(now=now)["total"]
         rfm_recompute(now=now)
         created.update(_campaigns_seed(segments=segments, now=now))
+    # The segment list shows sizes counted in the background every few minutes; counted here,
+    # after the commit, a fresh demo lists its segments with their sizes instead of "counting…".
+    segment_sizes_refresh(segments=list(segments.values()))
 
     summary = {key: created[key] for key in ("customers", "events", "rules", "segments", "consent_events",
                                              "suppressions", "reasons", "transitions")}

@@ -25,6 +25,8 @@ from reactivation.models import (
     LifecycleTransition,
     Segment,
 )
+from reactivation.segment_sizes import segment_size_label
+from reactivation.selectors import segment_size
 from tests.factories import CustomerFactory
 
 pytestmark = pytest.mark.django_db
@@ -243,6 +245,17 @@ def test_rules_and_segments(world):
     assert Customer.objects.filter(lifecycle_state="at_risk", lifecycle_rule=app).exists()
 
 
+
+def test_every_demo_segment_is_counted_once_seeded(world):
+    # The segment list shows each segment's cached size: a fresh demo must not say "counting…"
+    # until the background recount.
+    segments = list(Segment.objects.order_by("name"))
+    assert len(segments) == 3
+    for segment in segments:
+        assert segment.size_counted_at is not None, segment.name
+        assert segment.size == segment_size(segment=segment) > 0, segment.name
+        assert "counting" not in str(segment_size_label(segment=segment))
+
 def test_consent_history_from_several_sources(world):
     grants = set(ConsentEvent.objects.filter(action="grant").values_list("source", flat=True))
     withdrawals = set(ConsentEvent.objects.filter(action="withdraw").values_list("source", flat=True))
@@ -388,6 +401,11 @@ def test_command_seeds_and_ends_with_a_summary_line():
     # the mix, in percent
     assert summary["new_pct"] == round(100 * summary["new"] / 25, 1)
     assert 99.5 <= sum(summary[f"{state}_pct"] for state in LifecycleState.values) <= 100.5
+    # and the line says what was created and the mix, nothing about counting the segments
+    assert list(summary) == [
+        *CREATED_KEYS, "brands", "categories", "offers", "templates", "campaigns",
+        *LifecycleState.values, *(f"{state}_pct" for state in LifecycleState.values),
+    ]
 
 
 def test_command_if_empty_does_nothing_when_customers_exist():
