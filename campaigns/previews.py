@@ -29,10 +29,9 @@ from campaigns.rendering import RenderedMessage, TemplateRenderError, render_mes
 from campaigns.sms_length import SmsLength, sms_parts
 from consent.models import Channel
 from reactivation.models import Customer
+from reactivation.selectors import name_search_q
 
-# Customers a search lists. A name search has no index to use (a trigram index on every
-# customer would slow each of the customer table's updates): the LIMIT lets PostgreSQL stop
-# scanning at the twentieth match.
+# Customers a search lists: the newest twenty matches, enough to pick one from.
 CUSTOMER_SEARCH_LIMIT = 20
 # A random customer of a segment is drawn among its first rows: ORDER BY random() would sort
 # the whole segment, which may be millions of rows.
@@ -46,13 +45,14 @@ PREHEADER_LENGTH = 100
 
 def customers_matching(*, term: str, limit: int = CUSTOMER_SEARCH_LIMIT) -> list[Customer]:
     """The customer whose external id is ``term`` (an index lookup), else the customers whose
-    name contains it (case-insensitive), newest first, at most ``limit``. A name search reads
-    the table until it has ``limit`` matches: about 0.15 s over 500,000 customers without one."""
+    name contains it (case-insensitive), newest first, at most ``limit``. The name search is the
+    customer list's (``reactivation.selectors.name_search_q``): on PostgreSQL its trigram index
+    serves any term of three characters or more and any Chinese one."""
     term = term.strip()
     if not term:
         return []
     exact = list(Customer.objects.filter(external_id=term)[:1])
-    return exact or list(Customer.objects.filter(name__icontains=term).order_by("-pk")[:limit])
+    return exact or list(Customer.objects.filter(name_search_q(term)).order_by("-pk")[:limit])
 
 
 def customer_of_segment(*, campaign: Campaign) -> Customer | None:

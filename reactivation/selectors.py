@@ -1,6 +1,11 @@
-"""Reads for the reactivation app: who is in a segment, who is dormant."""
+"""Reads for the reactivation app: who is in a segment, who is dormant, whose name matches."""
 
-from django.db.models import BooleanField, Exists, ExpressionWrapper, OuterRef, QuerySet
+import re
+
+from django.db import connection
+from django.db.models import BooleanField, CharField, Exists, ExpressionWrapper, F, Func, OuterRef, Q, QuerySet, Value
+from django.db.models.functions import Upper
+from django.db.models.lookups import Contains
 
 from consent.models import Channel
 from consent.selectors import consent_granted_q, contactable_q
@@ -97,3 +102,36 @@ def customers_dormant(*, rule: DormancyRule | None = None) -> QuerySet[Customer]
     if rule is not None:
         customers = customers.filter(lifecycle_rule=rule)
     return customers
+
+
+# Search by part of a name ----------------------------------------------------------------------
+
+# CJK Unified Ideographs and Extension A. Must stay identical to HAN_CHARACTER in migration
+# reactivation 0005, whose index is built on _name_search_key("name").
+HAN_CHARACTER = "([\u3400-\u4dbf\u4e00-\u9fff])"
+_HAN = re.compile(HAN_CHARACTER)
+
+
+def _name_search_key(expression):
+    """UPPER(x) with a space on both sides of each Han character, so that pg_trgm sees every
+    Han character as a word of its own and a one- or two-character Chinese term still has
+    trigrams to look up (see migration reactivation 0005)."""
+    return Func(Upper(expression), Value(HAN_CHARACTER), Value(r" \1 "), Value("g"),
+                function="REGEXP_REPLACE", output_field=CharField())
+
+
+def name_search_q(term: str, *, prefix: str = "") -> Q:
+    """Part of the name, case-insensitive ("rivera" finds "Julian Rivera", "洋" finds "崔洋").
+
+    On PostgreSQL the same expression is applied to the column and to the term; the term's side
+    is a constant the planner folds, so the comparison matches the GIN trigram index. A Latin
+    term of one or two characters has no trigram at all: it is compared with a plain
+    case-insensitive LIKE the index does not serve (a scan is faster than reading the whole
+    index). Other databases: ``icontains``. ``prefix`` reaches the name through a relation
+    (``"customer__"``).
+    """
+    term = term.strip()
+    field = f"{prefix}name"
+    if connection.vendor != "postgresql" or (len(term) < 3 and not _HAN.search(term)):
+        return Q(**{f"{field}__icontains": term})
+    return Q(Contains(_name_search_key(F(field)), _name_search_key(Value(term))))

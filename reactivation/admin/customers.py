@@ -5,17 +5,12 @@ Email and phone are masked for staff without ``reactivation.view_personal_data``
 sort on an unindexed column.
 """
 
-import re
-
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db import connection
-from django.db.models import CharField, Exists, F, Func, OuterRef, Q, Value
-from django.db.models.functions import Upper
-from django.db.models.lookups import Contains
+from django.db.models import Exists, OuterRef, Q
 from django.http import Http404, HttpResponseBadRequest
 from django.urls import path
 from django.utils import timezone
@@ -41,6 +36,7 @@ from reactivation.models import (
     DormancyReason,
     LifecycleTransition,
 )
+from reactivation.selectors import name_search_q
 from reactivation.services import TOTAL_SPENT_MAX, activity_record_batch, amount_problem, occurred_at_problem
 from reactivation.timeline import LIMIT_MAX, TimelineEntry, admin_url, customer_timeline, timeline_source
 
@@ -75,36 +71,6 @@ def _phone_or_blank(term: str) -> str:
         return normalize_phone(term)
     except ValidationError:
         return ""
-
-
-# CJK Unified Ideographs and Extension A. Must stay identical to HAN_CHARACTER in migration
-# reactivation 0005, whose index is built on _name_search_key("name").
-HAN_CHARACTER = "([\u3400-\u4dbf\u4e00-\u9fff])"
-_HAN = re.compile(HAN_CHARACTER)
-
-
-def _name_search_key(expression):
-    """UPPER(x) with a space on both sides of each Han character, so that pg_trgm sees every
-    Han character as a word of its own and a one- or two-character Chinese term still has
-    trigrams to look up (see migration reactivation 0005)."""
-    return Func(Upper(expression), Value(HAN_CHARACTER), Value(r" \1 "), Value("g"),
-                function="REGEXP_REPLACE", output_field=CharField())
-
-
-def name_search_q(term: str, *, prefix: str = "") -> Q:
-    """Part of the name, case-insensitive ("rivera" finds "Julian Rivera", "洋" finds "崔洋").
-
-    On PostgreSQL the same expression is applied to the column and to the term; the term's side
-    is a constant the planner folds, so the comparison matches the GIN trigram index. A Latin
-    term of one or two characters has no trigram at all: it is compared with a plain
-    case-insensitive LIKE the index does not serve (a scan is faster than reading the whole
-    index). Other databases: ``icontains``.
-    """
-    term = term.strip()
-    field = f"{prefix}name"
-    if connection.vendor != "postgresql" or (len(term) < 3 and not _HAN.search(term)):
-        return Q(**{f"{field}__icontains": term})
-    return Q(Contains(_name_search_key(F(field)), _name_search_key(Value(term))))
 
 
 def customer_list_search_q(term: str) -> Q:

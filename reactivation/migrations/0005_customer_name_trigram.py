@@ -5,7 +5,7 @@ and any one- or two-character term have no trigram to look up: the index would b
 (0.5 s at a million customers, slower than a plain scan). The indexed expression therefore
 puts a space on both sides of every Han character, making each one a word of its own, which
 pg_trgm pads into trigrams ("  洋", " 洋 "); Latin names stay whole words and keep their
-ordinary trigrams. ``reactivation.admin.customers.name_search_q`` compiles to the same
+ordinary trigrams. ``reactivation.selectors.name_search_q`` compiles to the same
 expression for the column and the term, which is what lets the planner use the index.
 
 Names rarely change, so this one index costs little on the often-updated customer table.
@@ -19,7 +19,7 @@ from django.contrib.postgres.operations import TrigramExtension
 from django.db import migrations
 
 INDEX = "customer_name_search_idx"
-# Must stay identical to reactivation.admin.customers.HAN_CHARACTER (the planner matches the
+# Must stay identical to reactivation.selectors.HAN_CHARACTER (the planner matches the
 # index by its expression, constants included).
 HAN_CHARACTER = "([\u3400-\u4dbf\u4e00-\u9fff])"
 

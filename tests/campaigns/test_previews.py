@@ -3,6 +3,8 @@ From; only the unsubscribe links are inert and a missing grant is an unsaved sam
 
 import pytest
 from django.core import mail
+from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
 
 from campaigns.channels.base import OutboundMessage
 from campaigns.channels.email import EmailTransport
@@ -59,6 +61,25 @@ def test_an_exact_external_id_is_the_customer_else_names_containing_the_term_new
 def test_a_search_lists_at_most_the_limit():
     CustomerFactory.create_batch(CUSTOMER_SEARCH_LIMIT + 3, name="王伟")
     assert len(customers_matching(term="王")) == CUSTOMER_SEARCH_LIMIT
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("term", ["rivera", "洋"])
+def test_a_name_search_can_use_the_customer_lists_trigram_index(term):
+    """The same condition as the customer list (reactivation.selectors.name_search_q), so the
+    index of migration reactivation 0005 serves it; only bitmap scans are left to the planner
+    because a handful of rows is cheaper to read in any other way."""
+    CustomerFactory(name="Julian Rivera")
+    CustomerFactory(name="崔洋")
+    with CaptureQueriesContext(connection) as captured:
+        assert len(customers_matching(term=term)) == 1
+    sql = captured.captured_queries[-1]["sql"]
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")
+        cursor.execute("SET LOCAL enable_indexscan = off")
+        cursor.execute("EXPLAIN " + sql)
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+    assert "customer_name_search_idx" in plan, plan
 
 
 def test_the_grant_of_a_customer_is_their_latest_from_that_campaign_only():
