@@ -3,8 +3,9 @@ count the segment form shows while its filters are edited.
 
 Counting a segment of millions takes seconds (its consent criteria are EXISTS subqueries), so the
 list never counts: it shows ``Segment.size`` and how old it is, refreshed in the background
-(every segment from beat; one segment right after it is saved). The form counts live, but under a
-PostgreSQL ``statement_timeout``: past it, the planner's estimate is shown as "about N".
+(every segment from beat; one segment right after it is saved), each count bounded by a
+PostgreSQL ``statement_timeout``. The form counts live, under a much shorter one: past it, the
+planner's estimate is shown as "about N".
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from django.db import DatabaseError, connection, transaction
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from reactivation.models import Customer, Segment
@@ -33,28 +34,66 @@ QUERY_CANCELED = "57014"
 
 
 # Background refresh ------------------------------------------------------------------------------
+# How long the background recount may spend on one segment (PostgreSQL): past it the segment keeps
+# its previous size, shown with its age, and the next refresh tries again; a count that cannot
+# finish must not hold a connection and a snapshot for minutes every ten minutes.
+REFRESH_COUNT_TIMEOUT_MS = 60_000
+
+
 def segment_sizes_refresh(
-    *, segments: QuerySet[Segment] | Iterable[Segment] | None = None, now: datetime | None = None
+    *, segments: QuerySet[Segment] | Iterable[Segment] | None = None, now: datetime | None = None,
+    timeout_ms: int = REFRESH_COUNT_TIMEOUT_MS,
 ) -> int:
     """Count the members of each of ``segments`` (every segment when None) and store the count
-    with the time it was taken (``now`` when given); returns how many segments were counted.
+    with the time it was taken (``now`` when given); returns how many segments were stored.
 
     One COUNT per segment, each in its own short transaction, so a long refresh never holds a
-    transaction open across segments. ``update()`` writes only the two size columns: the
-    segment's ``updated_at`` (the marketer's last edit) is left alone, and a concurrent save of
-    the filters is not overwritten. A segment deleted meanwhile is skipped. Safe to run twice.
+    transaction open across segments; on PostgreSQL each count runs under a ``statement_timeout``
+    of ``timeout_ms``, and a count it cancels is logged and stores nothing (the previous size
+    stays). ``update()`` writes only the two size columns: the segment's ``updated_at`` (the
+    marketer's last edit) is left alone. A count stores nothing when the segment was saved after
+    it was read (its ``updated_at`` moved: the count described the old filters, and the save
+    queued its own recount) or when a later count has already been stored. A segment deleted
+    meanwhile is skipped. Safe to run twice.
     """
     if segments is None:
         segments = Segment.objects.all()
     if isinstance(segments, QuerySet):
         segments = segments.order_by("pk").iterator()
-    refreshed = 0
+    refreshed = timed_out = 0
     for segment in segments:
         counted_at = now or timezone.now()
-        size = segment_size(segment=segment)
-        refreshed += Segment.objects.filter(pk=segment.pk).update(size=size, size_counted_at=counted_at)
-    logger.info("segment sizes refreshed segments=%d", refreshed)
+        size = _refresh_count(segment, timeout_ms)
+        if size is None:
+            timed_out += 1
+            continue
+        refreshed += (
+            Segment.objects.filter(pk=segment.pk, updated_at=segment.updated_at)
+            .filter(Q(size_counted_at__isnull=True) | Q(size_counted_at__lte=counted_at))
+            .update(size=size, size_counted_at=counted_at)
+        )
+    logger.info("segment sizes refreshed segments=%d timed_out=%d", refreshed, timed_out)
     return refreshed
+
+
+def _refresh_count(segment: Segment, timeout_ms: int) -> int | None:
+    """The segment's size, or None when PostgreSQL's statement_timeout cancelled the count."""
+    if connection.vendor != "postgresql":
+        return segment_size(segment=segment)
+    with transaction.atomic():
+        previous = _statement_timeout(f"{int(timeout_ms)}ms")
+        try:
+            with transaction.atomic():
+                return segment_size(segment=segment)
+        except DatabaseError as exc:
+            if not _cancelled(exc):
+                raise
+            logger.warning("segment size count cancelled after %d ms segment=%s; its previous size is kept",
+                           timeout_ms, segment.pk)
+            return None
+        finally:
+            # A caller already inside a transaction gets its own timeout back.
+            _statement_timeout(previous)
 
 
 def segment_size_label(*, segment: Segment, now: datetime | None = None) -> str:

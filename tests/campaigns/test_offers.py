@@ -1,3 +1,5 @@
+import ast
+import inspect
 import io
 import logging
 import re
@@ -586,3 +588,15 @@ def test_csv_redemptions_move_rollups_and_evaluate_lifecycle_once_per_batch(
     assert (len(large) - len(small)) % 10 == 0
     assert Customer.objects.filter(lifecycle_state="reactivated").count() == 14
     assert set(Customer.objects.filter(lifecycle_state="reactivated").values_list("order_count", flat=True)) == {2}
+
+
+def test_offers_imports_at_module_level():
+    # Nothing here forces a late import (no app registry or import cycle is in the way): a
+    # function-local import would only hide the module's dependencies.
+    tree = ast.parse(inspect.getsource(offers))
+    local_imports = [
+        f"{function.name}: line {node.lineno}"
+        for function in ast.walk(tree) if isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef))
+        for node in ast.walk(function) if isinstance(node, (ast.Import, ast.ImportFrom))
+    ]
+    assert local_imports == []

@@ -80,8 +80,54 @@ def test_refresh_is_one_count_and_one_update_per_segment(customers):
         segment_sizes_refresh(now=NOW)
 
     statements = [q["sql"] for q in queries.captured_queries if not q["sql"].startswith(("SAVEPOINT", "RELEASE"))]
+    bounds = [sql for sql in statements if "statement_timeout" in sql]
     # the segments themselves, then per segment its COUNT and its UPDATE
-    assert len(statements) == 1 + 3 * 2
+    assert sum("COUNT(" in sql for sql in statements) == 3
+    assert sum(sql.startswith("UPDATE") for sql in statements) == 3
+    # on PostgreSQL each count is bounded: the previous timeout read and the bound set before it,
+    # and read and put back after it
+    assert len(bounds) == (3 * 4 if connection.vendor == "postgresql" else 0)
+    assert len(statements) == 1 + 3 * 2 + len(bounds)
+
+
+def test_a_count_of_filters_saved_over_meanwhile_stores_nothing(customers, monkeypatch):
+    # given a segment whose filters the marketer saves while the periodic refresh counts it
+    segment = SegmentFactory(lifecycle_states=["dormant"])
+    count = segment_sizes.segment_size
+
+    def count_while_the_marketer_saves(*, segment):
+        size = count(segment=segment)
+        edited = Segment.objects.get(pk=segment.pk)
+        edited.lifecycle_states = ["active"]
+        edited.size = edited.size_counted_at = None  # as the admin's save does
+        edited.save()
+        return size
+
+    monkeypatch.setattr(segment_sizes, "segment_size", count_while_the_marketer_saves)
+
+    # when the refresh finishes, then the count of the old filters is not stored
+    assert segment_sizes_refresh(now=NOW) == 0
+    segment.refresh_from_db()
+    assert (segment.size, segment.size_counted_at) == (None, None)
+
+    # and the recount the save queued stores the new filters' size
+    monkeypatch.undo()
+    assert segment_sizes_refresh(segments=Segment.objects.filter(pk=segment.pk), now=NOW) == 1
+    segment.refresh_from_db()
+    assert (segment.size, segment.size_counted_at) == (1, NOW)
+
+
+def test_an_older_count_never_replaces_a_newer_one(customers):
+    # given a segment recounted after its save, while a slower refresh that started earlier still counts
+    segment = SegmentFactory(lifecycle_states=["dormant"])
+    Segment.objects.filter(pk=segment.pk).update(size=3, size_counted_at=NOW)
+
+    # when the earlier refresh finishes
+    assert segment_sizes_refresh(now=NOW - timedelta(minutes=5)) == 0
+
+    # then the newer count stays
+    segment.refresh_from_db()
+    assert (segment.size, segment.size_counted_at) == (3, NOW)
 
 
 def test_the_task_refreshes_one_segment_or_all():
@@ -154,6 +200,43 @@ def test_live_count_past_the_timeout_answers_the_planners_estimate(customers, mo
         cursor.execute("SHOW statement_timeout")
         assert cursor.fetchone()[0] == before
         cursor.execute("SELECT 1")  # and the transaction is still usable
+
+
+@pytest.mark.postgres
+def test_a_refresh_count_past_its_timeout_keeps_the_previous_size_and_is_logged(customers, monkeypatch, caplog):
+    # given a segment too slow to count and another one
+    slow = SegmentFactory(lifecycle_states=["dormant"])
+    Segment.objects.filter(pk=slow.pk).update(size=7, size_counted_at=NOW - timedelta(hours=1))
+    quick = SegmentFactory(lifecycle_states=["dormant"])
+    count = segment_sizes.segment_size
+    monkeypatch.setattr(segment_sizes, "segment_size",
+                        lambda *, segment: _slow_count(segment=segment) if segment.pk == slow.pk else count(segment=segment))
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW statement_timeout")
+        before = cursor.fetchone()[0]
+
+    # when the periodic refresh runs with a short bound
+    assert segment_sizes_refresh(now=NOW, timeout_ms=50) == 1
+
+    # then the slow segment keeps its previous size and time, the other one is counted
+    slow.refresh_from_db()
+    quick.refresh_from_db()
+    assert (slow.size, slow.size_counted_at) == (7, NOW - timedelta(hours=1))
+    assert (quick.size, quick.size_counted_at) == (3, NOW)
+    assert f"segment={slow.pk}; its previous size is kept" in caplog.text
+    assert "timed_out=1" in caplog.text
+    # and the caller's transaction keeps its own statement_timeout
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW statement_timeout")
+        assert cursor.fetchone()[0] == before
+
+
+@pytest.mark.postgres
+def test_the_periodic_refresh_bounds_each_count_by_a_minute():
+    SegmentFactory()
+    with CaptureQueriesContext(connection) as queries:
+        segment_sizes_refresh(now=NOW)
+    assert any("statement_timeout" in q["sql"] and "60000ms" in q["sql"] for q in queries.captured_queries)
 
 
 @pytest.mark.postgres
