@@ -4,6 +4,8 @@ import math
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
+from celery.schedules import crontab
+from cron_descriptor import Options, get_description
 from django.db import DatabaseError, connection, transaction
 from django.db.models import BigIntegerField, Case, Count, Exists, IntegerField, Min, OuterRef, Q, QuerySet, Subquery, Sum, Value, When
 from django.db.models.expressions import RawSQL
@@ -78,10 +80,10 @@ def campaign_audience_estimate(*, campaign: Campaign, now: datetime | None = Non
     the deliveries and cannot be shared: this function is their only other copy (the tests
     compare it with a materialized run).
 
-    Queries: the two policies, the segment's size, one aggregate (plus, on PostgreSQL, one
-    statement timeout): the same for ten customers and for a million. Above ``sample``
-    customers one hash bucket in k is counted and the counts scaled ("about"); beyond
-    ``timeout_ms`` PostgreSQL cancels and the answer says so.
+    Queries: the two policies, the segment's size, one aggregate (plus, on PostgreSQL, the
+    statement timeout set and restored): the same for ten customers and for a million. Above
+    ``sample`` customers one hash bucket in k is counted and the counts scaled ("about");
+    beyond ``timeout_ms`` PostgreSQL cancels and the answer says so.
     """
     now = now or timezone.now()
     contact = ContactPolicy.current()
@@ -90,11 +92,10 @@ def campaign_audience_estimate(*, campaign: Campaign, now: datetime | None = Non
         policies.setdefault(channel, ChannelPolicy(channel=channel))
     chosen = [c for c in dict.fromkeys(campaign.channels or []) if c in Channel.values]
     usable_channels = [c for c in chosen if channel_enabled(campaign=campaign, channel=c, contact_policy=contact)]
+    bounded = connection.vendor == "postgresql"
     try:
         with transaction.atomic():
-            if connection.vendor == "postgresql":
-                with connection.cursor() as cursor:
-                    cursor.execute(f"SET LOCAL statement_timeout = {int(timeout_ms)}")
+            previous = _statement_timeout(f"{int(timeout_ms)}ms") if bounded else None
             customers = campaign.segment.customers().order_by()
             size = customers.count()
             stride = max(1, math.ceil(size / sample)) if sample else 1
@@ -102,6 +103,11 @@ def campaign_audience_estimate(*, campaign: Campaign, now: datetime | None = Non
                 customers = customers.annotate(sample_bucket=_sample_bucket(stride)).filter(sample_bucket=0)
             counts = _audience_counts(customers=customers, campaign=campaign, channels=usable_channels,
                                       policies=policies, contact=contact, now=now)
+            # A local setting lasts until the OUTERMOST transaction ends: a caller already in one
+            # (ATOMIC_REQUESTS, a service) gets its own timeout back. On an error, rolling back
+            # to the savepoint undoes the setting by itself.
+            if bounded:
+                _statement_timeout(previous)
     except DatabaseError as exc:
         if getattr(getattr(exc, "__cause__", None), "sqlstate", None) != "57014":  # query_canceled
             raise
@@ -121,6 +127,15 @@ def campaign_audience_estimate(*, campaign: Campaign, now: datetime | None = Non
         "segment": size, "consent": consent, "suppressed": suppressed, "reentry": reentry, "capped": capped,
         "holdout": holdout, "reachable": eligible - holdout,
     }
+
+
+def _statement_timeout(value: str) -> str:
+    """SET LOCAL statement_timeout = ``value``; returns the value it replaces."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT current_setting('statement_timeout')")
+        previous = cursor.fetchone()[0]
+        cursor.execute("SELECT set_config('statement_timeout', %s, true)", [value])
+        return previous
 
 
 def _audience_counts(*, customers, campaign, channels, policies, contact, now) -> dict:
@@ -232,8 +247,6 @@ def crontab_next_run(*, minute: str, hour: str, day_of_week: str, day_of_month: 
     """The first time after ``now`` the crontab fires in ``zone`` (default: settings.TIME_ZONE),
     with celery beat's rules (every field must match; day of week 0 = Sunday). None when it
     never fires within four years (e.g. 31 February)."""
-    from celery.schedules import crontab
-
     zone = zone or timezone.get_default_timezone()
     spec = crontab(minute=minute, hour=hour, day_of_week=day_of_week, day_of_month=day_of_month,
                    month_of_year=month_of_year)
@@ -263,8 +276,6 @@ def campaign_schedule_description(*, campaign: Campaign, now: datetime | None = 
         local = campaign.scheduled_at.astimezone(timezone.get_default_timezone())
         passed = " (passed)" if campaign.scheduled_at <= now else ""
         return f"Once, on {_day(local.date())} {local.year} at {local:%H:%M} ({zone_name}){passed}"
-    from cron_descriptor import Options, get_description
-
     options = Options()
     options.use_24hour_time_format = True
     expression = " ".join([campaign.cron_minute, campaign.cron_hour, campaign.cron_day_of_month,

@@ -5,7 +5,7 @@ from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 
 from campaigns.materialize import run_materialize
@@ -132,6 +132,31 @@ def test_a_slow_count_is_cancelled_and_reported(monkeypatch):
 
     assert estimate == {"ok": False, "error": "Counting took more than 0.05 s; the estimate is not available."}
     assert Campaign.objects.filter(pk=campaign.pk).exists()  # the connection is usable afterwards
+
+
+def _statement_timeout():
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW statement_timeout")
+        return cursor.fetchone()[0]
+
+
+@pytest.mark.postgres
+def test_the_estimates_timeout_ends_with_the_estimate_inside_a_callers_transaction(monkeypatch):
+    from reactivation.models import Customer, Segment
+
+    customers_with_consent(3)
+    campaign = campaign_for()
+    with transaction.atomic():
+        before = _statement_timeout()
+        campaign_audience_estimate(campaign=campaign, timeout_ms=1234)
+        after_success = _statement_timeout()
+        slow = Customer.objects.extra(where=["(SELECT 1 FROM pg_sleep(0.2)) = 1"])
+        monkeypatch.setattr(Segment, "customers", lambda self: slow)
+        campaign_audience_estimate(campaign=campaign, timeout_ms=50)
+        after_cancel = _statement_timeout()
+
+    assert before != "1234ms"
+    assert after_success == after_cancel == before
 
 
 # Quiet hours -----------------------------------------------------------------------------------
