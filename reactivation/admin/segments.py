@@ -8,7 +8,6 @@ background); the segment form recounts live while its filters are edited, throug
 
 from django import forms
 from django.contrib import admin, messages
-from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.http import Http404, JsonResponse
@@ -256,11 +255,16 @@ class SegmentAdmin(ImportExportAdmin):
         extra_context = {**(extra_context or {}), "live_size_url": reverse("admin:reactivation_segment_live_size")}
         return super().add_view(request, form_url, extra_context=extra_context)
 
-    def change_view(self, request, object_id, form_url="", extra_context=None):
-        segment = self.get_object(request, unquote(object_id))
-        if segment is not None:
-            extra_context = {**(extra_context or {}), **self.members_context(request, segment)}
-        return super().change_view(request, object_id, form_url, extra_context=extra_context)
+    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+        # Counted only for a page that is shown: a successful save redirects and must not wait
+        # for a count (up to twice the live bound) nobody sees.
+        if change and obj is not None:
+            # A form sent back with errors has copied its valid fields onto ``obj``: the page
+            # shows the segment as saved, the live count follows the form.
+            segment = obj if request.method in ("GET", "HEAD") else self.get_object(request, str(obj.pk))
+            if segment is not None:
+                context.update(self.members_context(request, segment))
+        return super().render_change_form(request, context, add=add, change=change, form_url=form_url, obj=obj)
 
     def members_context(self, request, segment) -> dict:
         """Size and a sample of members for the change page (masked without the permission),

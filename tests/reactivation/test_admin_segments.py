@@ -234,6 +234,39 @@ def test_the_change_page_links_the_members_and_the_live_count(client, marketer, 
     assert EMAIL not in page and PHONE not in page
 
 
+def test_a_successful_save_does_not_count_the_segment(client, marketer, dormant_spenders,
+                                                     django_capture_on_commit_callbacks):
+    # given a count that would take the whole time bound
+    segment = SegmentFactory(lifecycle_states=["dormant"])
+    counted = AssertionError("counted for a page nobody sees")
+
+    # when the marketer saves, the answer is the redirect, with no count behind it
+    with patch("reactivation.admin.segments.segment_size_live", side_effect=counted), \
+            patch("reactivation.admin.segments.segment_sizes_refresh_task.delay"), \
+            django_capture_on_commit_callbacks(execute=True):
+        saved = client.post(reverse("admin:reactivation_segment_change", args=[segment.pk]), form_data(spent_min="500"))
+        kept_editing = client.post(reverse("admin:reactivation_segment_change", args=[segment.pk]),
+                                   form_data(spent_min="600", _continue="1"))
+
+    assert saved.status_code == kept_editing.status_code == 302
+    segment.refresh_from_db()
+    assert segment.spent_min == Decimal("600")
+
+
+def test_a_form_sent_back_with_errors_shows_the_size_of_the_segment_as_saved(client, marketer, dormant_spenders):
+    segment = SegmentFactory(lifecycle_states=["dormant"])
+
+    # the edited states are valid, the spending range is not
+    response = client.post(reverse("admin:reactivation_segment_change", args=[segment.pk]),
+                           form_data(lifecycle_states=["active"], spent_min="900", spent_max="100"))
+
+    assert response.status_code == 200 and response.context["adminform"].form.errors
+    assert (response.context["segment_size"], response.context["segment_size_exact"]) == (2, True)
+    page = response.content.decode()
+    assert reverse("admin:reactivation_segment_live_size", args=[segment.pk]) in page
+    assert EMAIL not in page and PHONE not in page
+
+
 def test_the_add_page_has_the_live_count(client, marketer):
     page = client.get(reverse("admin:reactivation_segment_add")).content.decode()
 
