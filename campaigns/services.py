@@ -41,6 +41,10 @@ logger = logging.getLogger(__name__)
 
 LAUNCH_TASK = "campaigns.launch_scheduled"
 ACTIVE_RUN_STATUSES = (CampaignRun.Status.MATERIALIZING, CampaignRun.Status.SENDING)
+# Runs whose grants the progress counts live. A paused run's workers may still finish chunks
+# they claimed (and issued grants for) after its counters were last stored; any other run had
+# them stored by run_refresh_counters when it finished or was closed (and after every chunk).
+GRANTING_RUN_STATUSES = (*ACTIVE_RUN_STATUSES, CampaignRun.Status.PAUSED)
 # What keeps a run from being done. ``unknown`` does not: it waits for an operator, not a worker.
 UNFINISHED_DELIVERY_STATUSES = (Delivery.Status.PENDING, Delivery.Status.CLAIMED, Delivery.Status.SENDING,
                                 Delivery.Status.DEFERRED)
@@ -93,8 +97,6 @@ def run_refresh_counters(*, run: CampaignRun) -> CampaignRun:
     and store the counters (one UPDATE)."""
     values = _counters_from(run_delivery_counts(run=run))
     if run.campaign.offer_id:
-        from campaigns.models import OfferGrant
-
         values["offers_granted"] = OfferGrant.objects.filter(run=run).count()
         values["sent_without_offer"] = Delivery.objects.filter(run=run, status=Delivery.Status.SENT, grant__isnull=True).count()
     CampaignRun.objects.filter(pk=run.pk).update(**values)
@@ -106,13 +108,18 @@ def run_refresh_counters(*, run: CampaignRun) -> CampaignRun:
 def run_progress(*, run: CampaignRun, now: datetime | None = None) -> dict:
     """Live progress for the admin page: counters plus what is still on its way.
 
-    One grouped count of the deliveries, one count of the run's offer grants (on their run
-    index) when the campaign has an offer, and, for a sending run whose only deliveries left
-    wait for quiet hours, one more for the earliest of their times (``quiet_wait``).
+    One grouped count of the deliveries; one count of the run's offer grants (on their run
+    index) while the run may still grant (materializing, sending or paused with claims in
+    flight) and the campaign has an offer, else the ``offers_granted`` the run stored when it
+    finished; and, for a sending run whose only deliveries left wait for quiet hours, one more
+    for the earliest of their times (``quiet_wait``).
     """
     groups = run_delivery_counts(run=run)
     values = _counters_from(groups)
-    values["offers_granted"] = OfferGrant.objects.filter(run=run).count() if run.campaign.offer_id else 0
+    if run.status in GRANTING_RUN_STATUSES:
+        values["offers_granted"] = OfferGrant.objects.filter(run=run).count() if run.campaign.offer_id else 0
+    else:
+        values["offers_granted"] = run.offers_granted
     by_status = Counter()
     for (status, _reason), n in groups.items():
         by_status[status] += n

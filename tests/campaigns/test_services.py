@@ -650,8 +650,24 @@ def test_progress_counts_the_offers_granted_by_the_run_as_it_sends():
     campaign = campaign_for(offer=OfferFactory())
     run = services.campaign_launch(campaign=campaign, sync=True)
     # The stored counter lags while chunks are sent; the live progress counts the grants.
-    CampaignRun.objects.filter(pk=run.pk).update(offers_granted=0)
+    CampaignRun.objects.filter(pk=run.pk).update(offers_granted=0, status=CampaignRun.Status.SENDING)
 
-    progress = services.run_progress(run=CampaignRun.objects.get(pk=run.pk))
+    progress = services.run_progress(run=CampaignRun.objects.select_related("campaign").get(pk=run.pk))
 
     assert (progress["sent"], progress["offers_granted"]) == (3, 3)
+
+
+def test_progress_of_a_finished_run_reads_the_offers_granted_stored_when_it_finished(django_assert_num_queries):
+    from tests.factories import OfferFactory
+
+    customers_with_consent(3)
+    campaign = campaign_for(offer=OfferFactory())
+    run = services.campaign_launch(campaign=campaign, sync=True)
+    run = CampaignRun.objects.select_related("campaign").get(pk=run.pk)
+    assert (run.status, run.offers_granted) == (CampaignRun.Status.DONE, 3)  # run_finish_if_done stored it
+
+    # Polled every 2 s for up to ten runs: a finished run's grants are not counted again.
+    with django_assert_num_queries(1):  # the grouped count of its deliveries
+        progress = services.run_progress(run=run)
+
+    assert progress["offers_granted"] == 3
