@@ -1,6 +1,6 @@
 """What campaigns add to a customer's timeline (reactivation.timeline): the messages sent to
-them with their status, the offers granted and the offers redeemed. Imported by
-CampaignsConfig.ready(), which registers the sources; one query per source."""
+them with their status, the offers granted and the offers redeemed, each for staff who may view
+that model. Imported by CampaignsConfig.ready(), which registers the sources; one query per source."""
 
 from django.db.models.functions import Coalesce
 
@@ -9,7 +9,7 @@ from core.masking import mask_address
 from reactivation.timeline import TimelineEntry, admin_url, timeline_source
 
 
-@timeline_source("message")
+@timeline_source("message", permission="campaigns.view_delivery")
 def message_entries(*, customer, limit: int, personal_data: bool) -> list[TimelineEntry]:
     deliveries = (
         Delivery.objects.filter(customer=customer).select_related("campaign")
@@ -33,7 +33,7 @@ def message_entries(*, customer, limit: int, personal_data: bool) -> list[Timeli
     return entries
 
 
-@timeline_source("offer")
+@timeline_source("offer", permission="campaigns.view_offergrant")
 def grant_entries(*, customer, limit: int, personal_data: bool) -> list[TimelineEntry]:
     grants = OfferGrant.objects.filter(customer=customer).select_related("offer").order_by("-granted_at", "-id")[:limit]
     return [
@@ -48,7 +48,7 @@ def grant_entries(*, customer, limit: int, personal_data: bool) -> list[Timeline
     ]
 
 
-@timeline_source("redemption")
+@timeline_source("redemption", permission="campaigns.view_redemption")
 def redemption_entries(*, customer, limit: int, personal_data: bool) -> list[TimelineEntry]:
     redemptions = (
         Redemption.objects.filter(customer=customer).select_related("grant__offer")

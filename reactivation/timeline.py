@@ -1,14 +1,19 @@
 """One timeline of everything that happened to a customer, newest first.
 
 Other apps add what they know without this app importing them: a module of theirs registers a
-source with ``@timeline_source("kind")`` (campaigns registers messages, grants and redemptions
-from ``campaigns/timeline.py``, imported by its AppConfig.ready()). A source is a function
+source with ``@timeline_source("kind", permission="app_label.codename")`` (campaigns registers
+messages, grants and redemptions from ``campaigns/timeline.py``, imported by its
+AppConfig.ready()). A source is a function
 
     source(*, customer, limit: int, personal_data: bool) -> list[TimelineEntry]
 
 returning at most ``limit`` entries, newest first, in ONE query, so a page costs one query per
 source whatever the customer's history. ``personal_data`` says whether the viewer may see
 email addresses and phone numbers; a source masks them (core.masking) when it is False.
+
+Seeing a customer is not seeing everything about them: each source names the permission its
+entries need (the view permission of the model they come from, whose admin page they link
+to), and a viewer without it gets none of that source's entries, nor its query.
 """
 
 from collections.abc import Callable
@@ -33,34 +38,45 @@ class TimelineEntry:
 
 
 TimelineSource = Callable[..., list[TimelineEntry]]
-_sources: dict[str, TimelineSource] = {}
 
 
-def timeline_source(kind: str):
-    """Register the decorated function as the source of ``kind`` entries (a later registration
-    of the same kind replaces the earlier one, so a module imported twice adds nothing)."""
+@dataclass(frozen=True)
+class _Registered:
+    function: TimelineSource
+    permission: str
+
+
+_sources: dict[str, _Registered] = {}
+
+
+def timeline_source(kind: str, *, permission: str):
+    """Register the decorated function as the source of ``kind`` entries, shown only to viewers
+    with ``permission`` ("app_label.codename"). A later registration of the same kind replaces
+    the earlier one, so a module imported twice adds nothing."""
 
     def register(function: TimelineSource) -> TimelineSource:
-        _sources[kind] = function
+        _sources[kind] = _Registered(function=function, permission=permission)
         return function
 
     return register
 
 
-def timeline_kinds() -> list[str]:
-    return list(_sources)
+def timeline_kinds(*, viewer=None) -> list[str]:
+    """Every registered kind, or with ``viewer`` only those the viewer may see."""
+    return [kind for kind, source in _sources.items() if viewer is None or viewer.has_perm(source.permission)]
 
 
-def customer_timeline(*, customer, limit: int = 30, personal_data: bool = False) -> tuple[list[TimelineEntry], bool]:
-    """The newest ``limit`` entries of every source merged, newest first, and whether there are more.
+def customer_timeline(*, customer, viewer, limit: int = 30, personal_data: bool = False) -> tuple[list[TimelineEntry], bool]:
+    """The newest ``limit`` entries of every source ``viewer`` (a user) may see, merged newest
+    first, and whether there are more.
 
     Each source gives its own newest ``limit + 1``: the newest ``limit`` of the union are among
     them, and a left-over entry means there is more to show.
     """
     limit = max(1, min(limit, LIMIT_MAX))
     entries = []
-    for source in _sources.values():
-        entries.extend(source(customer=customer, limit=limit + 1, personal_data=personal_data))
+    for kind in timeline_kinds(viewer=viewer):
+        entries.extend(_sources[kind].function(customer=customer, limit=limit + 1, personal_data=personal_data))
     entries.sort(key=lambda entry: entry.at, reverse=True)
     return entries[:limit], len(entries) > limit
 
@@ -74,7 +90,7 @@ def admin_url(obj) -> str:
         return ""
 
 
-@timeline_source("activity")
+@timeline_source("activity", permission="reactivation.view_activityevent")
 def activity_entries(*, customer, limit: int, personal_data: bool) -> list[TimelineEntry]:
     events = ActivityEvent.objects.filter(customer=customer).order_by("-occurred_at", "-id")[:limit]
     entries = []
@@ -88,7 +104,7 @@ def activity_entries(*, customer, limit: int, personal_data: bool) -> list[Timel
     return entries
 
 
-@timeline_source("lifecycle")
+@timeline_source("lifecycle", permission="reactivation.view_lifecycletransition")
 def lifecycle_entries(*, customer, limit: int, personal_data: bool) -> list[TimelineEntry]:
     transitions = (
         LifecycleTransition.objects.filter(customer=customer).select_related("rule").order_by("-at", "-id")[:limit]

@@ -217,7 +217,7 @@ TIMELINE_PAGE = 30
 CONSENT_VERBS = {Action.GRANT: "granted", Action.WITHDRAW: "withdrawn"}
 
 
-@timeline_source("consent")
+@timeline_source("consent", permission="consent.view_consentevent")
 def consent_entries(*, customer, limit: int, personal_data: bool) -> list[TimelineEntry]:
     """Consent decisions from the ledger. Registered here, where the customer page already reads
     consent: reactivation's models and services do not import consent. The evidence (IP
@@ -347,7 +347,7 @@ class CustomerAdmin(PersonalDataAdminMixin, LargeTableAdminMixin, admin.ModelAdm
         if customer is not None and self.has_view_permission(request, customer):
             limit = timeline_limit(request)
             entries, more = customer_timeline(
-                customer=customer, limit=limit, personal_data=can_view_personal_data(request.user)
+                customer=customer, viewer=request.user, limit=limit, personal_data=can_view_personal_data(request.user)
             )
             more_url = ""
             if more and limit < LIMIT_MAX:

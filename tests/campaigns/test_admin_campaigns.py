@@ -208,8 +208,10 @@ def test_runs_and_deliveries_are_read_only_and_policies_editable(superuser_clien
 def test_marketer_group_has_campaign_permissions():
     codenames = set(Group.objects.get(name="Marketer").permissions.values_list("codename", flat=True))
     assert {"add_campaign", "change_campaign", "view_campaign", "view_campaignrun", "view_delivery",
-            "add_messagetemplate", "change_offer", "view_contactpolicy", "view_channelpolicy"} <= codenames
+            "add_messagetemplate", "change_offer", "view_contactpolicy", "view_channelpolicy",
+            "view_offergrant", "view_redemption"} <= codenames
     assert "delete_campaign" not in codenames and "change_contactpolicy" not in codenames
+    assert "change_offergrant" not in codenames and "add_redemption" not in codenames
     assert Permission.objects.filter(codename="view_delivery").exists()
 
 

@@ -107,6 +107,33 @@ def test_detail_page_shows_consent_reasons_and_one_capped_timeline(client, compl
     assert "SMS consent granted" in more.content.decode()
 
 
+def test_the_timeline_shows_only_what_the_viewer_may_view(client, marketer, customer):
+    from django.contrib.auth.models import Permission
+
+    from campaigns.models import CampaignRun, Delivery
+    from tests.factories import CampaignFactory, OfferGrantFactory
+
+    campaign = CampaignFactory(name="想你了 五月")
+    Delivery.objects.create(campaign=campaign, run=CampaignRun.objects.create(campaign=campaign, number=1),
+                            customer=customer, channel="email", address=EMAIL, status=Delivery.Status.SENT)
+    OfferGrantFactory(customer=customer, offer__name="满100减20")
+    consent_grant(customer=customer, channel="sms", source="signup")
+    ActivityEventFactory(customer=customer, kind="login")
+    support = UserFactory()
+    support.user_permissions.add(Permission.objects.get(codename="view_customer"))
+    url = reverse("admin:reactivation_customer_change", args=[customer.pk])
+
+    client.force_login(support)
+    limited = client.get(url)
+    client.force_login(marketer)
+    full = client.get(url)
+
+    assert limited.status_code == 200 and limited.context["timeline"] == []
+    for title in ("Email: 想你了 五月", "Offer granted: 满100减20", "SMS consent granted", "Login"):
+        assert title not in limited.content.decode()
+        assert title in full.content.decode()
+
+
 def test_search_results_are_masked_for_marketer(client, marketer, customer):
     CustomerFactory(external_id="OTHER")
     client.force_login(marketer)

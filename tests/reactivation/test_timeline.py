@@ -4,6 +4,7 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
+from django.contrib.auth.models import Permission, User
 from django.utils import timezone
 
 from campaigns.models import CampaignRun, Delivery, Redemption
@@ -16,7 +17,7 @@ from reactivation.timeline import (
     timeline_kinds,
     timeline_source,
 )
-from tests.factories import ActivityEventFactory, CampaignFactory, CustomerFactory, OfferGrantFactory
+from tests.factories import ActivityEventFactory, CampaignFactory, CustomerFactory, OfferGrantFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -33,6 +34,18 @@ def delivery(customer, *, minutes, status=Delivery.Status.SENT, **extra):
     run = CampaignRun.objects.create(campaign=campaign, number=1)
     return Delivery.objects.create(campaign=campaign, run=run, customer=customer, channel="email", address=EMAIL,
                                    status=status, created_at=ago(minutes), sent_at=ago(minutes), **extra)
+
+
+@pytest.fixture
+def viewer():
+    """A superuser: every source."""
+    return UserFactory(is_superuser=True)
+
+
+def staff_with(*codenames):
+    user = UserFactory()
+    user.user_permissions.add(*Permission.objects.filter(codename__in=codenames))
+    return User.objects.get(pk=user.pk)  # a fresh object: no permission cache
 
 
 @pytest.fixture
@@ -54,8 +67,8 @@ def test_every_source_is_registered_campaigns_included():
     assert set(timeline_kinds()) >= {"activity", "lifecycle", "consent", "message", "offer", "redemption"}
 
 
-def test_entries_of_every_kind_come_newest_first(history):
-    entries, more = customer_timeline(customer=history, limit=30)
+def test_entries_of_every_kind_come_newest_first(history, viewer):
+    entries, more = customer_timeline(customer=history, viewer=viewer, limit=30)
 
     assert [e.kind for e in entries] == ["lifecycle", "redemption", "activity", "message", "offer", "consent"]
     assert [e.at for e in entries] == [ago(m) for m in range(1, 7)]
@@ -69,9 +82,9 @@ def test_entries_of_every_kind_come_newest_first(history):
     assert all(e.url.startswith("/admin/") for e in entries)
 
 
-def test_personal_data_is_masked_unless_the_viewer_may_see_it(history):
-    masked, _ = customer_timeline(customer=history, limit=30, personal_data=False)
-    shown, _ = customer_timeline(customer=history, limit=30, personal_data=True)
+def test_personal_data_is_masked_unless_the_viewer_may_see_it(history, viewer):
+    masked, _ = customer_timeline(customer=history, viewer=viewer, limit=30, personal_data=False)
+    shown, _ = customer_timeline(customer=history, viewer=viewer, limit=30, personal_data=True)
 
     def text(entries):
         return " ".join(f"{e.title} {e.detail}" for e in entries)
@@ -80,41 +93,69 @@ def test_personal_data_is_masked_unless_the_viewer_may_see_it(history):
     assert EMAIL in text(shown)
 
 
-def test_a_grant_never_spells_out_its_code(history):
-    entries, _ = customer_timeline(customer=history, limit=30, personal_data=True)
+def test_a_grant_never_spells_out_its_code(history, viewer):
+    entries, _ = customer_timeline(customer=history, viewer=viewer, limit=30, personal_data=True)
     grant = history.offer_grants.get()
     assert grant.code not in " ".join(e.detail for e in entries)
 
 
-def test_the_timeline_is_capped_and_says_there_is_more(history):
+def test_the_timeline_is_capped_and_says_there_is_more(history, viewer):
     ActivityEventFactory.create_batch(12, customer=history, occurred_at=ago(30))
     consent_withdraw(customer=history, channel="email", source="admin", at=ago(40))
 
-    entries, more = customer_timeline(customer=history, limit=10)
+    entries, more = customer_timeline(customer=history, viewer=viewer, limit=10)
 
     assert len(entries) == 10 and more is True
-    assert customer_timeline(customer=history, limit=LIMIT_MAX)[1] is False
-    assert len(customer_timeline(customer=history, limit=LIMIT_MAX)[0]) == 6 + 12 + 1
+    assert customer_timeline(customer=history, viewer=viewer, limit=LIMIT_MAX)[1] is False
+    assert len(customer_timeline(customer=history, viewer=viewer, limit=LIMIT_MAX)[0]) == 6 + 12 + 1
 
 
-def test_one_query_per_source_whatever_the_history(history, django_assert_num_queries):
+def test_one_query_per_source_whatever_the_history(history, viewer, django_assert_num_queries):
     for minutes in range(20):
         delivery(history, minutes=100 + minutes)
     ActivityEventFactory.create_batch(50, customer=history)
     with django_assert_num_queries(len(timeline_kinds())):
-        entries, more = customer_timeline(customer=history, limit=30)
+        entries, more = customer_timeline(customer=history, viewer=viewer, limit=30)
     assert len(entries) == 30 and more
 
 
-def test_a_registered_source_joins_the_timeline(history):
-    @timeline_source("survey")
+def test_a_registered_source_joins_the_timeline(history, viewer):
+    @timeline_source("survey", permission="reactivation.view_customer")
     def survey(*, customer, limit, personal_data):
         return [TimelineEntry(at=NOW, kind="survey", title="Answered the survey")][:limit]
 
     try:
-        entries, _ = customer_timeline(customer=history, limit=3)
+        entries, _ = customer_timeline(customer=history, viewer=viewer, limit=3)
         assert entries[0].title == "Answered the survey"
     finally:
         from reactivation import timeline
 
         timeline._sources.pop("survey")
+
+
+def test_a_viewer_sees_only_the_sources_they_may_view_and_the_others_cost_no_query(history, django_assert_num_queries):
+    support = staff_with("view_customer", "view_activityevent", "view_delivery")
+    support.has_perm("reactivation.view_customer")  # loads the permission cache
+
+    with django_assert_num_queries(2):  # activity and messages; no grant, redemption or consent read
+        entries, more = customer_timeline(customer=history, viewer=support, limit=30)
+
+    assert [e.kind for e in entries] == ["activity", "message"]
+    assert more is False
+
+
+@pytest.mark.parametrize("kind, permission", [
+    ("activity", "reactivation.view_activityevent"),
+    ("lifecycle", "reactivation.view_lifecycletransition"),
+    ("consent", "consent.view_consentevent"),
+    ("message", "campaigns.view_delivery"),
+    ("offer", "campaigns.view_offergrant"),
+    ("redemption", "campaigns.view_redemption"),
+])
+def test_each_source_needs_the_view_permission_of_its_model(history, kind, permission):
+    codename = permission.split(".")[1]
+    without = staff_with("view_customer")
+    with_it = staff_with("view_customer", codename)
+
+    assert kind not in {e.kind for e in customer_timeline(customer=history, viewer=without)[0]}
+    assert kind in {e.kind for e in customer_timeline(customer=history, viewer=with_it)[0]}
