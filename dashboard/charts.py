@@ -87,6 +87,19 @@ def _figure(width: float, height: float, **margins: float) -> Figure:
     return figure
 
 
+# Room above the plot for a one-row legend, in inches.
+LEGEND_TOP = 0.45
+
+
+def _legend_above(axes, *, columns: int) -> None:
+    """The legend in one row above the plot. Beside the plot it needed a right margin sized to
+    the longest label, and the browser's font (the text stays text) can be wider than
+    matplotlib measured: "became dormant" was cut at the edge. Above, the row has the whole
+    width and the plot keeps it too."""
+    axes.legend(loc="lower left", bbox_to_anchor=(0.0, 1.02), ncol=columns, frameon=False,
+                borderaxespad=0.0, handlelength=1.5, columnspacing=1.5)
+
+
 def _thousands(axis) -> None:
     axis.set_major_formatter(StrMethodFormatter("{x:,.0f}"))
     axis.set_major_locator(MaxNLocator(integer=True))
@@ -96,7 +109,7 @@ def lifecycle_now_chart(*, counts: dict[str, int], labels: dict[str, str]) -> st
     """Horizontal bars: customers in each state now."""
     states = list(counts)
     with _LOCK, matplotlib.rc_context(_RC):
-        figure = _figure(5.2, 2.4, left=0.95)
+        figure = _figure(5.2, 2.4, left=0.95, right=0.4)
         axes = figure.subplots()
         positions = range(len(states))
         bars = axes.barh(positions, [counts[s] for s in states], color=[STATE_COLOURS.get(s, "#999999") for s in states])
@@ -112,7 +125,7 @@ def lifecycle_now_chart(*, counts: dict[str, int], labels: dict[str, str]) -> st
 def lifecycle_history_chart(*, weeks: list[str], series: dict[str, list[int]], labels: dict[str, str]) -> str:
     """Stacked areas: customers by state at the end of each week (one polygon per state)."""
     with _LOCK, matplotlib.rc_context(_RC):
-        figure = _figure(7.5, 3.0, right=1.3, bottom=0.65)
+        figure = _figure(7.5, 3.2, bottom=0.65, top=LEGEND_TOP)
         axes = figure.subplots()
         positions = list(range(len(weeks)))
         axes.stackplot(positions, *series.values(), labels=[labels.get(s, s) for s in series],
@@ -122,7 +135,7 @@ def lifecycle_history_chart(*, weeks: list[str], series: dict[str, list[int]], l
         axes.set_xticks(positions, weeks, rotation=45, ha="right")
         _thousands(axes.yaxis)
         axes.set_ylabel("customers")
-        axes.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
+        _legend_above(axes, columns=len(series))
         return _svg(figure, chart_id="chart-lifecycle-weeks",
                     label=f"Customers by lifecycle state at the end of each of the last {len(weeks)} weeks")
 
@@ -130,7 +143,7 @@ def lifecycle_history_chart(*, weeks: list[str], series: dict[str, list[int]], l
 def dormant_flow_chart(*, weeks: list[str], inflow: list[int], outflow: list[int]) -> str:
     """Dormant inflow above the axis, outflow below it, and the net change as a line."""
     with _LOCK, matplotlib.rc_context(_RC):
-        figure = _figure(7.5, 2.8, right=1.3, bottom=0.65)
+        figure = _figure(7.5, 3.0, bottom=0.65, top=LEGEND_TOP)
         axes = figure.subplots()
         positions = list(range(len(weeks)))
         axes.bar(positions, inflow, color=INFLOW_COLOUR, width=0.7, label="became dormant")
@@ -141,6 +154,6 @@ def dormant_flow_chart(*, weeks: list[str], inflow: list[int], outflow: list[int
         axes.set_xticks(positions, weeks, rotation=45, ha="right")
         _thousands(axes.yaxis)
         axes.set_ylabel("customers")
-        axes.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
+        _legend_above(axes, columns=3)
         return _svg(figure, chart_id="chart-dormant-flow",
                     label=f"Customers entering and leaving dormancy in each of the last {len(weeks)} weeks")

@@ -72,8 +72,16 @@ class RunSummary:
     targeted: int
     sent: int
     skipped: int
+    holdout: int
     failed: int
     offers_granted: int
+
+    @property
+    def waiting(self) -> int:
+        """Targeted customers with no outcome to show yet: queued, held for quiet hours, or
+        handed over by a worker that stopped before the answer came (unknown), so that
+        targeted = sent + skipped + holdout + failed + waiting."""
+        return max(self.targeted - self.sent - self.skipped - self.holdout - self.failed, 0)
 
 
 def site_zone() -> tzinfo:
@@ -247,7 +255,7 @@ def runs_latest(*, limit: int = 10) -> list[RunSummary]:
         .annotate(skipped_total=skipped)
         .values(
             "id", "campaign_id", "campaign__name", "number", "status", "started_at",
-            "targeted", "sent", "skipped_total", "failed", "offers_granted",
+            "targeted", "sent", "skipped_total", "holdout", "failed", "offers_granted",
         )[:limit]
     )
     labels = dict(CampaignRun.Status.choices)
@@ -256,7 +264,8 @@ def runs_latest(*, limit: int = 10) -> list[RunSummary]:
             id=run["id"], campaign_id=run["campaign_id"], campaign_name=run["campaign__name"],
             number=run["number"], status_label=labels.get(run["status"], run["status"]),
             started_at=run["started_at"], targeted=run["targeted"], sent=run["sent"],
-            skipped=run["skipped_total"], failed=run["failed"], offers_granted=run["offers_granted"],
+            skipped=run["skipped_total"], holdout=run["holdout"], failed=run["failed"],
+            offers_granted=run["offers_granted"],
         )
         for run in runs
     ]

@@ -91,12 +91,24 @@ def campaigns_part() -> dict[str, Any]:
     }
 
 
+def figures_as_of(*, computed_at, zone, now=None) -> str:
+    """When a part's figures were computed, in the site's zone: a cached part can be up to a
+    minute old, and the reader should know which minute the numbers describe. The date is
+    named only when it is not today's."""
+    local = timezone.localtime(computed_at, zone)
+    today = timezone.localtime(now or timezone.now(), zone).date()
+    when = f"{local:%H:%M}" if local.date() == today else f"{local:%Y-%m-%d %H:%M}"
+    return f"Figures as of {when} ({zone}), refreshed every minute."
+
+
 def index_context(request) -> dict[str, Any]:
     """What the home page shows this user: each part only with the permission to see it."""
     user = request.user
-    context: dict[str, Any] = {"dashboard": True, "dashboard_time_zone": selectors.site_zone()}
+    zone = selectors.site_zone()
+    context: dict[str, Any] = {"dashboard": True, "dashboard_time_zone": zone}
     if user.has_perm(CUSTOMERS_PERMISSION):
         part = dict(_cached(CUSTOMERS_KEY, customers_part))
+        part["as_of"] = figures_as_of(computed_at=part["computed_at"], zone=zone)
         for name in ("now_chart", "history_chart", "flow_chart"):
             part[name] = mark_safe(part[name])  # matplotlib's own output, labels escaped in charts._svg
         context["dashboard_customers"] = part
@@ -105,6 +117,7 @@ def index_context(request) -> dict[str, Any]:
         part = _cached(CAMPAIGNS_KEY, campaigns_part)
         context["dashboard_campaigns"] = {
             **part,
+            "as_of": figures_as_of(computed_at=part["computed_at"], zone=zone),
             "upcoming": [
                 {"item": item, "url": reverse("admin:campaigns_campaign_change", args=[item.id])}
                 for item in part["upcoming"]

@@ -8,6 +8,8 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import matplotlib
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.text import Text
 
 from dashboard import charts
 
@@ -42,6 +44,43 @@ def test_the_figures_are_in_the_chart_as_text():
     assert {"1,200", "900", "At risk"} <= texts
     assert "net change" in {"".join(t.itertext()) for t in ET.fromstring(flow).iter(f"{SVG}text")}
 
+
+
+def _drawn_figures(monkeypatch, **chart_kwargs) -> dict:
+    """Each chart's matplotlib figure, drawn, by chart id."""
+    figures = {}
+    svg = charts._svg
+
+    def keep(figure, *, chart_id, label):
+        figures[chart_id] = figure
+        return svg(figure, chart_id=chart_id, label=label)
+
+    monkeypatch.setattr(charts, "_svg", keep)
+    twelve = [f"{day:02d} {month}" for month in ("Sep", "Oct", "Nov") for day in (7, 14, 21, 28)]
+    charts.lifecycle_now_chart(counts={"new": 300, "active": 1380, "at_risk": 480, "dormant": 690, "reactivated": 150},
+                               labels=LABELS)
+    charts.lifecycle_history_chart(weeks=twelve, series={s: [2800] * 12 for s in LABELS}, labels=LABELS)
+    charts.dormant_flow_chart(weeks=twelve, inflow=[39] * 12, outflow=[39] * 12)
+    with matplotlib.rc_context(charts._RC):
+        for figure in figures.values():
+            FigureCanvasAgg(figure).draw()
+    return figures
+
+
+def test_every_label_and_legend_entry_is_drawn_inside_its_chart(monkeypatch):
+    # A legend beside the plot ran past the figure's right edge: "became dorm…" in the page.
+    for chart_id, figure in _drawn_figures(monkeypatch).items():
+        renderer = figure.canvas.get_renderer()
+        width, height = figure.bbox.width, figure.bbox.height
+        texts = [t for t in figure.findobj(Text) if t.get_visible() and t.get_text()]
+        assert texts, chart_id
+        for text in texts:
+            box = text.get_window_extent(renderer)
+            assert box.x0 >= 0 and box.y0 >= 0 and box.x1 <= width and box.y1 <= height, (chart_id, text.get_text())
+        legend = figure.axes[0].get_legend()
+        if legend is not None:
+            box = legend.get_window_extent(renderer)
+            assert box.x0 >= 0 and box.x1 <= width and box.y1 <= height, chart_id
 
 def test_ids_are_unique_on_a_page_and_every_reference_stays_inside_its_chart():
     seen = []

@@ -198,3 +198,8 @@ def test_latest_runs_newest_first_with_their_counts(django_assert_num_queries):
     assert (latest.campaign_name, latest.targeted, latest.sent, latest.skipped, latest.failed, latest.offers_granted) == (
         "Weekly win-back", 50, 30, 6, 1, 20,
     )
+    # the holdout is its own column, and what has no outcome yet (4 deferred to quiet hours,
+    # 4 still queued) is "waiting", so the columns add up to the targeted customers
+    assert (latest.holdout, latest.waiting) == (5, 8)
+    assert latest.sent + latest.skipped + latest.holdout + latest.failed + latest.waiting == latest.targeted
+    assert (runs[1].holdout, runs[1].waiting) == (0, 18)

@@ -2,8 +2,9 @@
 allowed to see it, computed in a bounded number of queries, cached, and working without a cache."""
 
 import re
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from unittest import mock
+from zoneinfo import ZoneInfo
 
 import pytest
 from django.contrib.auth.models import Group, Permission
@@ -46,7 +47,7 @@ def business():
                                cron_minute="0", cron_hour="10")
     campaign_schedule(campaign=campaign)
     CampaignRun.objects.create(campaign=campaign, number=1, status=CampaignRun.Status.DONE,
-                               targeted=1234, sent=1100, skipped_cap=34, failed=7, offers_granted=999)
+                               targeted=1234, sent=1100, skipped_cap=34, holdout=60, failed=7, offers_granted=999)
     return campaign
 
 
@@ -90,7 +91,8 @@ def test_a_superuser_sees_the_business_at_a_glance_above_the_list_of_models(clie
     assert "<?xml" not in html and "<metadata>" not in html
     runs = _table(html, "dashboard-runs")
     assert runs[0][0] == "Weekly win-back"
-    assert runs[0][4:] == ["1,234", "1,100", "34", "7", "999"]
+    # targeted = sent + skipped + holdout + failed + waiting, each a column
+    assert runs[0][4:] == ["1,234", "1,100", "34", "60", "7", "33", "999"]
     change_url = reverse("admin:campaigns_campaign_change", args=[business.pk])
     assert f'<a href="{change_url}">Weekly win-back</a>' in html
     upcoming = _table(html, "dashboard-upcoming")
@@ -102,6 +104,33 @@ def test_a_superuser_sees_the_business_at_a_glance_above_the_list_of_models(clie
     assert reverse("admin:reactivation_customer_changelist") in html
     assert "Bring dormant customers back" in html
 
+
+
+def test_each_part_says_when_its_figures_were_computed_in_the_site_zone(client, business, settings):
+    settings.TIME_ZONE = "Asia/Shanghai"
+    client.force_login(UserFactory(username="root", is_superuser=True))
+    before = timezone.localtime(timezone.now(), ZoneInfo("Asia/Shanghai"))
+
+    html = client.get(INDEX).content.decode()
+
+    after = timezone.localtime(timezone.now(), ZoneInfo("Asia/Shanghai"))
+    notes = re.findall(r'id="dashboard-(customers|campaigns)-as-of">([^<]*)<', html)
+    assert [part for part, _ in notes] == ["customers", "campaigns"]
+    for _, note in notes:
+        shown = re.search(r"Figures as of (\d\d:\d\d) \(Asia/Shanghai\), refreshed every minute\.", note)
+        assert shown, note
+        assert shown.group(1) in {before.strftime("%H:%M"), after.strftime("%H:%M")}
+
+
+def test_figures_of_another_day_name_their_date():
+    zone = ZoneInfo("Asia/Shanghai")
+    computed = datetime(2026, 11, 30, 15, 59, 30, tzinfo=UTC)  # 23:59 in Shanghai
+
+    same_day = views.figures_as_of(computed_at=computed, zone=zone, now=computed + timedelta(seconds=20))
+    next_day = views.figures_as_of(computed_at=computed, zone=zone, now=computed + timedelta(seconds=40))
+
+    assert same_day == "Figures as of 23:59 (Asia/Shanghai), refreshed every minute."
+    assert next_day == "Figures as of 2026-11-30 23:59 (Asia/Shanghai), refreshed every minute."
 
 def test_the_campaign_results_region_is_a_template_block_a_later_page_fills(client, business, settings, tmp_path):
     (tmp_path / "admin").mkdir()
