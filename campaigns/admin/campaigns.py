@@ -21,6 +21,10 @@ from consent.models import Channel
 from reactivation.models import Segment
 
 
+# The largest primary key (a 64-bit signed integer).
+ID_MAX = 2**63 - 1
+
+
 def _is_number(text: str) -> bool:
     """Only 0-9: str.isdigit() also accepts characters int() refuses, such as "²"."""
     return text.isascii() and text.isdigit()
@@ -220,14 +224,21 @@ def _estimate_campaign(params) -> Campaign:
             raise ValidationError(f"{name.replace('_', ' ').capitalize()} must be at most {maximum}.")
         return value
 
+    def identifier(name):
+        # Beyond a 64-bit id the database driver refuses the parameter (SQLite raises OverflowError).
+        value = number(name)
+        if value > ID_MAX:
+            raise ValidationError(f"{name.replace('_', ' ').capitalize()} is not a valid id.")
+        return value or None
+
     def checked(name):
         return params.get(name) in ("on", "true", "1")
 
     campaign = Campaign(
-        pk=number("campaign") or None, segment_id=number("segment") or None,
+        pk=identifier("campaign"), segment_id=identifier("segment"),
         channels=ChannelOrderWidget().value_from_datadict(params, None, "channels")["channels"],
-        email_template_id=number("email_template") or None, sms_template_id=number("sms_template") or None,
-        in_app_template_id=number("in_app_template") or None, sms_enabled=checked("sms_enabled"),
+        email_template_id=identifier("email_template"), sms_template_id=identifier("sms_template"),
+        in_app_template_id=identifier("in_app_template"), sms_enabled=checked("sms_enabled"),
         is_marketing=checked("is_marketing"), cap_exempt=checked("cap_exempt"),
         reentry_days=number("reentry_days", maximum=REENTRY_DAYS_MAX), holdout_percent=min(number("holdout_percent"), 100),
     )

@@ -94,10 +94,17 @@ class RunFilter(admin.SimpleListFilter):
         return queryset.filter(run_id=run_id) if run_id is not None else queryset.none()
 
 
+# The largest primary key (a 64-bit signed integer): SQLite refuses a larger parameter outright.
+ID_MAX = 2**63 - 1
+
+
 def _id_or_none(value) -> int | None:
     """An id typed in a URL, or None: str.isdigit() also accepts characters int() refuses ("²")."""
     text = (value or "").strip()
-    return int(text) if text.isascii() and text.isdigit() else None
+    if not (text.isascii() and text.isdigit()):
+        return None
+    number = int(text)
+    return number if number <= ID_MAX else None
 
 
 # Why a delivery was skipped ------------------------------------------------------------------

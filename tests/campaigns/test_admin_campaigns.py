@@ -292,6 +292,8 @@ def test_the_estimate_endpoint_counts_the_unsaved_choices_of_the_page(superuser_
     ({"reentry_days": "²"}, "Reentry days must be a whole number."),
     ({"holdout_percent": "-5"}, "Holdout percent must be a whole number."),
     ({"reentry_days": "99999999"}, "Reentry days must be at most 3650."),
+    ({"campaign": "99999999999999999999"}, "Campaign is not a valid id."),
+    ({"email_template": "99999999999999999999"}, "Email template is not a valid id."),
 ])
 def test_the_estimate_endpoint_answers_a_bad_number_with_a_400_naming_it(superuser_client, params, error):
     segment = SegmentFactory()
