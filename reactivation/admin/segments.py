@@ -134,7 +134,10 @@ class SegmentMembersFilter(admin.SimpleListFilter):
         value = self.value()
         if value in (None, ""):
             return queryset
-        segment = Segment.objects.filter(pk=int(value)).first() if str(value).isdigit() else None
+        # isdigit() alone accepts "²", which int() refuses; 18 digits stay within a 64-bit id.
+        text = str(value)
+        segment = (Segment.objects.filter(pk=int(text)).first()
+                   if text.isascii() and text.isdigit() and len(text) <= 18 else None)
         if segment is None:
             return queryset.none()
         members = segment.customers()

@@ -75,3 +75,9 @@ def test_through_the_queues_with_eager_celery(settings, monkeypatch):
 
     assert output.startswith("targeted=3 sent=3 ")
     assert len(mail.outbox) == 3
+
+
+@pytest.mark.parametrize("name", ["²", "9" * 30])
+def test_a_campaign_named_by_a_number_that_is_no_id_is_refused_by_name(name):
+    with pytest.raises(CommandError, match="No campaign"):
+        call_command("launch_campaign", name, "--sync")

@@ -326,3 +326,12 @@ def test_the_customer_list_filtered_by_a_segment(client, marketer, dormant_spend
 
     assert response.status_code == 200
     assert list(response.context["cl"].result_list) == [dormant_spenders[0]]
+
+
+@pytest.mark.parametrize("value", ["²", "9" * 30])
+def test_a_segment_filter_value_that_is_no_id_lists_nobody_without_an_error(admin_client, value):
+    SegmentFactory()
+    CustomerFactory()
+    response = admin_client.get("/admin/reactivation/customer/", {"segment": value})
+    assert response.status_code == 200
+    assert response.context["cl"].result_count == 0

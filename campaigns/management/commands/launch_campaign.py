@@ -26,7 +26,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, campaign, sync, timeout, **options):
         found = Campaign.objects.filter(name=campaign).first()
-        if found is None and campaign.isdigit():
+        if found is None and campaign.isascii() and campaign.isdigit() and len(campaign) <= 18:
             found = Campaign.objects.filter(pk=int(campaign)).first()
         if found is None:
             raise CommandError(f"No campaign named or numbered {campaign!r}.")
