@@ -208,6 +208,22 @@ class Progress:
 
 
 # Row parsing ----------------------------------------------------------------------------------
+
+
+def category_parser() -> Callable[[str], str]:
+    """A file's category column: a category's key or one of its labels, in any case, is that
+    category's key; any other value is kept as written (a category may be described after the
+    rows that name it arrive). The categories are read once, when the parser is made."""
+    keys = category_keys_by_name()
+    text = parsing.text_of_length(100)
+
+    def category(raw):
+        value = text(raw)
+        return keys.get(value.casefold(), value)
+
+    return category
+
+
 def _field_parsers(stage: StagingTable, options: ImportOptions) -> dict[str, Callable[[str], object]]:
     tz = parsing.zone(options.time_zone)
     region = options.region
@@ -220,14 +236,7 @@ def _field_parsers(stage: StagingTable, options: ImportOptions) -> dict[str, Cal
     def consent(raw):
         return adapt_bool(parse_consent(raw))
 
-    category_keys = category_keys_by_name()
-    category_text = parsing.text_of_length(100)
-
-    def category(raw):
-        # A category's key or one of its labels, in any case, is that category; any other
-        # value is kept as written (a category may be described after its customers arrive).
-        value = category_text(raw)
-        return category_keys.get(value.casefold(), value)
+    category = category_parser()
 
     return {
         "external_id": parsing.text_of_length(100),

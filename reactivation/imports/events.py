@@ -21,7 +21,9 @@ from django.conf import settings
 from django.db import connection, transaction
 
 from reactivation.imports import parsing
-from reactivation.imports.customers import ImportOptions, Progress, header_key, map_columns, parse_rows
+from reactivation.imports.customers import (
+    ImportOptions, Progress, category_parser, header_key, map_columns, parse_rows,
+)
 from reactivation.imports.reading import UnusableFile, open_table
 from reactivation.imports.staging import Column, ErrorReport, StagingTable
 from reactivation.models import ActivityEvent
@@ -85,7 +87,7 @@ def _field_parsers(stage: StagingTable, options: ImportOptions) -> dict[str, Cal
         "kind": _kind,
         "occurred_at": lambda raw: adapt_dt(parsing.parse_datetime(raw, tz)),
         "amount": lambda raw: adapt_dec(parsing.parse_money(raw)),
-        "category": parsing.text_of_length(100),
+        "category": category_parser(),
         "item": parsing.text_of_length(100),
     }
 

@@ -81,6 +81,7 @@ def test_a_favourite_category_named_by_its_label_or_key_becomes_the_key(csv_file
     # and the categories were read once for the whole file
     assert sum('FROM "reactivation_category"' in q["sql"] for q in queries.captured_queries) == 1
 
+
 def test_update_touches_only_columns_present_and_non_blank(csv_file):
     # given a known customer with every field filled
     customer = CustomerFactory(external_id="C1", name="Old", email="old@example.com", phone="+8613800000000",

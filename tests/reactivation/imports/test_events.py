@@ -9,7 +9,7 @@ from django.test.utils import CaptureQueriesContext
 from reactivation.imports.customers import ImportOptions
 from reactivation.imports.events import events_import
 from reactivation.imports.reading import UnusableFile
-from reactivation.models import ActivityEvent, Customer
+from reactivation.models import ActivityEvent, Category, Customer
 from tests.factories import CustomerFactory
 from tests.reactivation.imports.conftest import read_errors
 
@@ -106,3 +106,22 @@ def test_statement_count_does_not_grow_with_rows(csv_file):
     assert result.created == 100
     assert Customer.objects.get(external_id="C0").order_count == 2 + 34
     assert len(small) == len(large)
+
+
+def test_an_event_category_named_by_its_label_or_key_becomes_the_key(csv_file):
+    # given a category the shop's export names by its Chinese or English label
+    Category.objects.create(key="beauty", label_zh_hans="美妆", label_en="Beauty")
+    CustomerFactory(external_id="A")
+    path = csv_file(
+        "external_id,kind,occurred_at,amount,category,item\n"
+        "A,order,2024-03-02 10:30,10,美妆,SKU-1\n"
+        "A,view_item,2024-03-03 10:30,,BEAUTY,SKU-2\n"
+        "A,view_item,2024-03-04 10:30,,户外,SKU-3\n",
+    )
+    # when the activity file is imported
+    result, errors = run(path)
+    # then a label or key, in any case, is stored as the key; other values as written
+    assert (result.created, errors) == (3, [])
+    assert list(ActivityEvent.objects.order_by("occurred_at").values_list("category", flat=True)) == [
+        "beauty", "beauty", "户外",
+    ]
