@@ -10,7 +10,11 @@ What differs from a real send is deliberate and only this:
 - the unsubscribe and preference links are inert (``preview=True``): a marketer clicking
   them in a preview or a test unsubscribes nobody;
 - without a real grant (none yet, or the viewer may not see codes) the offer is an unsaved
-  sample grant with a recognisably fake code and the offer's real validity;
+  sample grant with a recognisably fake code and the offer's real validity, and its claim
+  link leads to no grant (the claim page answers "not found");
+- a test always carries that sample grant, never the customer's own: it goes to any address
+  the marketer typed, and a real code or a working claim link there would hand the
+  customer's offer to whoever reads it;
 - a test goes to the address the marketer typed, through the channel's ``send_test``: no
   Delivery row, so no cap or report counts it.
 """
@@ -187,12 +191,24 @@ def message_preview(*, template: MessageTemplate, customer: Customer, campaign: 
 # The test send ------------------------------------------------------------------------------
 
 
+def test_message_preview(*, template: MessageTemplate, customer: Customer,
+                         campaign: Campaign | None = None) -> MessagePreview:
+    """``template`` rendered for a test send: as ``message_preview`` renders it for a viewer who
+    may not see codes, so that the offer is always the sample grant and its claim link inert."""
+    return message_preview(template=template, customer=customer, campaign=campaign, real_grant=False)
+
+
 def preview_send(*, preview: MessagePreview, to: str) -> str:
     """Send ``preview``'s message once to ``to`` (an address the marketer typed) as the
     campaign's brand would: its From and Reply-To, or its SMS signature (DEFAULT_FROM_EMAIL and
     the contact policy's signature without a campaign). Not a marketing delivery: no Delivery
     row, no consent or window check, nothing counted. Returns what was done ("sent by email");
-    the transport's errors propagate."""
+    the transport's errors propagate.
+
+    ``preview`` must come from ``test_message_preview``: one carrying a customer's own grant
+    (a real code, a working claim link) is refused with ValueError."""
+    if preview.grant is not None and not preview.grant_is_sample:
+        raise ValueError("A test carries the sample grant, never a customer's own.")
     if preview.message is None:
         raise TemplateRenderError(preview.error)
     channel = preview.template.channel

@@ -20,7 +20,13 @@ from campaigns.models import (
     MessageTemplateTranslation,
     TEMPLATE_CONTENT_FIELDS,
 )
-from campaigns.previews import customer_of_segment, customers_matching, message_preview, preview_send
+from campaigns.previews import (
+    customer_of_segment,
+    customers_matching,
+    message_preview,
+    preview_send,
+    test_message_preview,
+)
 from campaigns.rendering import (
     EMAIL_STARTING_POINTS,
     TemplateRenderError,
@@ -266,8 +272,11 @@ class MessageTemplateAdmin(ImportExportAdmin):
             if preview.message is not None and send_form.is_valid():
                 to = send_form.cleaned_data["to"]
                 masked = mask_email(to) if template.channel == Channel.EMAIL else mask_phone(to)
+                # The page may show the customer's own code to staff who may see codes; the test,
+                # sent to any typed address, carries the sample grant and an inert claim link.
+                test = test_message_preview(template=template, customer=customer, campaign=campaign)
                 try:
-                    outcome = preview_send(preview=preview, to=to)
+                    outcome = preview_send(preview=test, to=to)
                 except Exception as exc:  # noqa: BLE001 - shown to the marketer, who can fix the address or settings
                     logger.warning("test send failed template=%s to=%s: %s", template.pk, masked, exc)
                     self.message_user(request, f"The test could not be sent: {exc}", messages.ERROR)

@@ -4,6 +4,7 @@ render it for a chosen customer and campaign exactly as the sender would."""
 import json
 import re
 from html import unescape
+from urllib.parse import urlsplit
 from unittest import mock
 
 import pytest
@@ -14,6 +15,7 @@ from django.urls import reverse
 
 from campaigns.models import Campaign, Delivery, MessageTemplate, MessageTemplateTranslation, OfferGrant
 from campaigns.rendering import EMAIL_STARTING_POINTS
+from core.tokens import claim_token_make
 from reactivation.models import Customer, Segment
 from tests.factories import (
     BrandFactory,
@@ -369,6 +371,33 @@ def test_the_customers_own_grant_is_shown_to_staff_who_may_see_codes(client, eng
     assert preview.grant_is_sample and preview.grant_withheld
     assert "K7QM-3XPA-9RTW" not in withheld.content.decode()
     assert "Code: SAMP-LE23-CODE" in preview.message.html
+
+
+def test_a_test_send_never_carries_the_customers_own_code_or_claim_link(admin_client, english_campaign):
+    # given a customer holding a real grant, previewed by staff who may see codes
+    template, campaign, customer = english_campaign
+    grant = OfferGrantFactory(customer=customer, campaign=campaign, offer=campaign.offer, code="K7QM-3XPA-9RTW")
+    page = admin_client.get(preview_url(template), {"customer": customer.external_id, "campaign": campaign.pk})
+    assert "Code: K7QM-3XPA-9RTW" in page.context["preview"].message.html  # the screen may show it
+    assert "Tests carry a sample code, never the customer's" in page.content.decode()
+    action = unescape(re.search(r'<form method="post" action="([^"]+)"', page.content.decode()).group(1))
+
+    # when a test goes to an address someone typed
+    admin_client.post(action, {"to": "anyone@example.com", "send_test": "1"})
+
+    # then it carries the sample code and a claim link that opens no grant
+    [sent] = mail.outbox
+    html, text = sent.alternatives[0][0], sent.body
+    assert "K7QM-3XPA-9RTW" not in html + text
+    assert "Code: SAMP-LE23-CODE" in html
+    own_link = reverse("offers:claim", args=[claim_token_make(grant_id=grant.pk)])
+    assert own_link not in html + text
+    claim_links = set(re.findall(r"https?://[^\s\"'<>]*/offers/claim/[^\s\"'<>]*", html + text))
+    assert claim_links
+    for link in claim_links:
+        response = admin_client.get(urlsplit(unescape(link)).path)
+        assert response.status_code == 404
+        assert "K7QM-3XPA-9RTW" not in response.content.decode()
 
 
 def test_a_part_of_a_name_lists_the_matching_customers_masked_for_staff_without_the_permission(client):

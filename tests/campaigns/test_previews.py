@@ -17,6 +17,7 @@ from campaigns.previews import (
     inbox_preheader,
     message_preview,
     preview_send,
+    test_message_preview,
 )
 from campaigns.rendering import render_message, sample_customer
 from tests.factories import (
@@ -189,3 +190,28 @@ def test_a_test_send_goes_to_the_typed_address_as_the_brand_and_is_no_delivery()
     assert sent.to == ["me@example.com"] and sent.from_email == "Qinghe <hi@qinghe.example.com>"
     assert sent.subject == "[TEST] 想你了！Qinghe 期待与您重逢" and "王芳" in sent.body
     assert not Delivery.objects.exists()
+
+
+def test_a_test_renders_the_sample_grant_even_for_a_customer_with_their_own():
+    campaign = CampaignFactory(email_template=MessageTemplateFactory(html_body="<p>{{ grant.code }}</p>"),
+                               offer=OfferFactory())
+    customer = CustomerFactory()
+    OfferGrantFactory(customer=customer, campaign=campaign, offer=campaign.offer, code="K7QM-3XPA-9RTW")
+
+    test = test_message_preview(template=campaign.email_template, customer=customer, campaign=campaign)
+
+    assert test.grant_is_sample and test.grant.pk is None
+    assert "SAMP-LE23-CODE" in test.message.html and "K7QM-3XPA-9RTW" not in test.message.html
+    assert "/offers/claim/preview/" in test.message.html
+
+
+def test_a_test_send_of_a_preview_with_the_customers_own_grant_is_refused():
+    campaign = CampaignFactory(email_template=MessageTemplateFactory(html_body="<p>{{ grant.code }}</p>"),
+                               offer=OfferFactory())
+    customer = CustomerFactory()
+    OfferGrantFactory(customer=customer, campaign=campaign, offer=campaign.offer, code="K7QM-3XPA-9RTW")
+    own = message_preview(template=campaign.email_template, customer=customer, campaign=campaign, real_grant=True)
+
+    with pytest.raises(ValueError, match="sample grant"):
+        preview_send(preview=own, to="anyone@example.com")
+    assert not mail.outbox
