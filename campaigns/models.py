@@ -294,6 +294,10 @@ class ChannelPolicy(models.Model):
 REENTRY_DAYS_MAX = 3650
 
 
+# Each channel as a word inside a sentence; every one of them takes "an" ("an SMS").
+CHANNEL_NOUNS = {Channel.EMAIL: "email", Channel.SMS: "SMS", Channel.IN_APP: "in-app"}
+
+
 class Campaign(models.Model):
     class Status(models.TextChoices):
         DRAFT = "draft", "Draft"
@@ -372,7 +376,8 @@ class Campaign(models.Model):
         else:
             for channel in self.channels:
                 if getattr(self, f"{channel}_template_id", None) is None:
-                    errors[f"{channel}_template"] = f"A {channel} campaign needs a {channel} template."
+                    noun = CHANNEL_NOUNS[channel]
+                    errors[f"{channel}_template"] = f"An {noun} campaign needs an {noun} template."
         if self.schedule_kind == self.ScheduleKind.ONCE and self.status == self.Status.SCHEDULED and not self.scheduled_at:
             errors["scheduled_at"] = "Say when to send."
         if errors:

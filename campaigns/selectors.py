@@ -272,7 +272,7 @@ def campaign_schedule_description(*, campaign: Campaign, now: datetime | None = 
     now = now or timezone.now()
     if campaign.schedule_kind == Campaign.ScheduleKind.ONCE:
         if not campaign.scheduled_at:
-            return "Once, at a time not yet chosen."
+            return "Once, at a time not yet chosen"
         local = campaign.scheduled_at.astimezone(timezone.get_default_timezone())
         passed = " (passed)" if campaign.scheduled_at <= now else ""
         return f"Once, on {_day(local.date())} {local.year} at {local:%H:%M} ({zone_name}){passed}"

@@ -139,21 +139,6 @@ class CampaignForm(forms.ModelForm):
             self._update_errors(exc)
 
 
-class RunInline(admin.TabularInline):
-    model = CampaignRun
-    extra = 0
-    can_delete = False
-    show_change_link = True
-    fields = ["number", "status", "trigger", "started_at", "finished_at", "targeted", "sent", "skipped_consent",
-              "skipped_suppressed", "skipped_cap", "skipped_reentry", "skipped_cancelled", "deferred_quiet", "failed",
-              "unknown"]
-    readonly_fields = fields
-    ordering = ["-number"]
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-
 def _run_action(service, verb, *, note=""):
     """An action calling ``service`` per campaign; ``note`` follows the per-campaign message
     when the service returned a positive number of runs."""
@@ -245,6 +230,28 @@ def _estimate_campaign(params) -> Campaign:
     return campaign
 
 
+# What the Schedule fieldset says: the buttons exist only once the campaign is saved.
+SCHEDULE_NOTE_SAVED = "Saving does not schedule: press \"Schedule\" (or \"Launch now\") above."
+SCHEDULE_NOTE_NEW = "Saving does not schedule: save, then Launch now or Schedule."
+
+# The estimate's answer for a ticked channel without its template (nothing can be sent on it).
+MISSING_TEMPLATE = {
+    Channel.EMAIL: "Choose an email template to send by email.",
+    Channel.SMS: "Choose an SMS template to send by SMS.",
+    Channel.IN_APP: "Choose an in-app template to send in-app messages.",
+}
+
+
+def _launch_note(campaign: Campaign) -> str:
+    """What a launch of a campaign that already ran does to those it reached (re-entry)."""
+    if not campaign.runs.exists():
+        return ""
+    if campaign.reentry_days:
+        days = f"{campaign.reentry_days} day{'s' if campaign.reentry_days != 1 else ''}"
+        return f"This campaign ran before: re-entry skips the customers it reached in the last {days}."
+    return "This campaign ran before and re-entry is 0 days: the customers it reached get it again."
+
+
 @admin.register(Campaign)
 class CampaignAdmin(admin.ModelAdmin):
     form = CampaignForm
@@ -255,7 +262,6 @@ class CampaignAdmin(admin.ModelAdmin):
     raw_id_fields = []
     readonly_fields = ["status", "periodic_task", "created_by", "created_at", "updated_at", "audience_estimate",
                        "template_previews", "schedule_summary"]
-    inlines = [RunInline]
     actions = ["schedule", "launch_now", "pause", "resume", "cancel"]
     change_form_template = "admin/campaigns/campaign/change_form.html"
     fieldsets = [
@@ -265,9 +271,13 @@ class CampaignAdmin(admin.ModelAdmin):
         ("Audience", {"fields": ["audience_estimate"]}),
         ("Offer", {"fields": ["offer", "when_budget_exhausted"]}),
         ("Rules", {"fields": ["is_marketing", "cap_exempt", "reentry_days", "holdout_percent"]}),
-        ("Schedule", {"fields": ["schedule_summary", "schedule_kind", "scheduled_at", "cron_minute", "cron_hour",
-                                 "cron_day_of_week", "cron_day_of_month", "cron_month_of_year", "periodic_task"],
-                      "description": "Saving does not schedule: press \"Schedule\" (or \"Launch now\") above."}),
+        ("Schedule", {"fields": ["schedule_summary", "schedule_kind", "scheduled_at", "periodic_task"],
+                      "description": SCHEDULE_NOTE_SAVED}),
+        # The page's script shows this only for a recurring schedule; without it, it stays shown.
+        ("Recurring schedule", {"fields": ["cron_minute", "cron_hour", "cron_day_of_week", "cron_day_of_month",
+                                           "cron_month_of_year"],
+                                "classes": ["cron-schedule"],
+                                "description": "Only for a recurring schedule (crontab)."}),
         ("History", {"fields": ["created_by", "created_at", "updated_at"], "classes": ["collapse"]}),
     ]
 
@@ -280,10 +290,13 @@ class CampaignAdmin(admin.ModelAdmin):
 
     @admin.display(description="Channels")
     def channels_display(self, obj):
-        return " → ".join(obj.channels or [])
+        return " → ".join(Channel(c).label if c in Channel.values else c for c in obj.channels or [])
 
     @admin.display(description="Schedule")
     def schedule_display(self, obj):
+        # A finished or cancelled campaign has no schedule left to run on.
+        if obj.status in (Campaign.Status.COMPLETED, Campaign.Status.CANCELLED):
+            return "—"
         return campaign_schedule_description(campaign=obj)
 
     @admin.display(description="Last run")
@@ -322,6 +335,13 @@ class CampaignAdmin(admin.ModelAdmin):
         if not links:
             return "—"
         return format_html_join(" · ", '<a class="template-preview" href="{}">{}</a>', links)
+
+    def get_fieldsets(self, request, obj=None):
+        fieldsets = super().get_fieldsets(request, obj)
+        if obj is not None:
+            return fieldsets
+        return [(name, {**options, "description": SCHEDULE_NOTE_NEW}) if name == "Schedule" else (name, options)
+                for name, options in fieldsets]
 
     def save_model(self, request, obj, form, change):
         if not change:
@@ -367,8 +387,15 @@ class CampaignAdmin(admin.ModelAdmin):
             raise PermissionDenied
         runs = list(campaign.runs.select_related("campaign").order_by("-number")[:10])
         progress = [services.run_progress(run=run) for run in runs]
+        # The live table is the page's one table of runs: each row links to its run and deliveries.
+        see_runs = request.user.has_perm("campaigns.view_campaignrun")
+        see_deliveries = request.user.has_perm("campaigns.view_delivery")
+        for row in progress:
+            row["url"] = reverse("admin:campaigns_campaignrun_change", args=[row["id"]]) if see_runs else ""
+            row["deliveries_url"] = (reverse("admin:campaigns_delivery_changelist") + f"?run__id__exact={row['id']}"
+                                     if see_deliveries else "")
         return JsonResponse({
-            "campaign": campaign.pk, "status": campaign.status,
+            "campaign": campaign.pk, "status": campaign.status, "status_display": campaign.get_status_display(),
             "runs": progress,
             # A run that only waits for quiet hours is polled slowly, like an idle campaign.
             "active": any(p["status"] in services.ACTIVE_RUN_STATUSES and not p["quiet_wait"] for p in progress),
@@ -385,7 +412,12 @@ class CampaignAdmin(admin.ModelAdmin):
             return JsonResponse({"ok": False, "error": "Choose a segment."})
         if not campaign.channels:
             return JsonResponse({"ok": False, "error": "Choose at least one channel."})
-        return JsonResponse(campaign_audience_estimate(campaign=campaign))
+        chosen = [c for c in campaign.channels if c in Channel.values]
+        missing = [MISSING_TEMPLATE[c] for c in chosen if getattr(campaign, f"{c}_template_id") is None]
+        if chosen and len(missing) == len(chosen):
+            # Nothing can be sent: say what is missing rather than count zero reachable customers.
+            return JsonResponse({"ok": False, "error": " ".join(missing)})
+        return JsonResponse({**campaign_audience_estimate(campaign=campaign), "missing": missing})
 
     def control_view(self, request, object_id, verb):
         if request.method != "POST":
@@ -418,10 +450,14 @@ class CampaignAdmin(admin.ModelAdmin):
     def _controls(self, request, campaign):
         if not self.has_change_permission(request, campaign):
             return []
-        return [
+        controls = [
             {"verb": verb, "label": label, "url": reverse("admin:campaigns_campaign_control", args=[campaign.pk, verb])}
             for verb, (label, _service, statuses) in CONTROLS.items() if campaign.status in statuses
         ]
+        for control in controls:
+            if control["verb"] == "launch":
+                control["note"] = _launch_note(campaign)
+        return controls
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
         # An id that names no campaign (or is not a number) gets the admin's own "does not exist"

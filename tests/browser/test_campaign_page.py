@@ -56,6 +56,7 @@ def test_a_campaign_is_built_estimated_and_launched_from_its_page(live_server, o
         order_shown = page.locator(".channel-order-row").evaluate_all("rows => rows.map(r => r.dataset.channel)")
         page.get_by_role("button", name="Save and continue editing").click()
         expect(page.locator("#campaign-controls")).to_be_visible()
+        page.once("dialog", lambda dialog: dialog.accept())  # "Send to about 5 customers now?"
         page.get_by_role("button", name="Launch now").click()
         expect(page.locator(".messagelist")).to_contain_text("Run #1 started")
         row = page.locator("#run-progress tbody tr").first
@@ -68,7 +69,8 @@ def test_a_campaign_is_built_estimated_and_launched_from_its_page(live_server, o
     assert campaign.channels == ["email", "in_app"]
     run = CampaignRun.objects.get(campaign=campaign)
     assert (run.status, run.targeted, run.sent, run.offers_granted) == ("done", 6, 5, 5)
-    assert cells[0] == "#1" and cells[4] == "5" and cells[-1] == "5"  # sent, offers
+    assert cells[0] == "#1" and cells[4] == "5" and cells[-2] == "5"  # sent, offers
+    assert cells[-1] == "deliveries"  # a link to the run's deliveries
     assert len(mail.outbox) == 4 and InboxMessage.objects.count() == 1
 
 

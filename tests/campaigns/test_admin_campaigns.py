@@ -68,7 +68,7 @@ def test_unknown_channel_and_missing_template_are_shown_as_errors(superuser_clie
     no_template = superuser_client.post(reverse("admin:campaigns_campaign_add"), {**base, "channels": "sms"})
 
     assert "Unknown channels: fax" in fax.content.decode()
-    assert "A sms campaign needs a sms template." in no_template.content.decode()
+    assert "An SMS campaign needs an SMS template." in no_template.content.decode()
     assert not Campaign.objects.filter(name="Bad").exists()
 
 
@@ -255,7 +255,7 @@ def test_the_add_page_shows_every_channel_unticked_and_the_estimate_box(superuse
     ({}, "Choose at least one channel."),
     ({"channels": ["email"], "channels_order_email": "first"}, "Give the order of email as a number (1 = tried first)."),
     ({"channels": ["email", "fax"]}, "Unknown channels: fax."),
-    ({"channels": ["sms"]}, "A sms campaign needs a sms template."),
+    ({"channels": ["sms"]}, "An SMS campaign needs an SMS template."),
 ])
 def test_the_channels_widget_explains_what_is_wrong(superuser_client, fields, error):
     data = _form_data(SegmentFactory(), email_template=MessageTemplateFactory(channel="email").pk, **fields)
@@ -469,3 +469,94 @@ def test_the_progress_table_gets_offers_granted_and_the_quiet_hours_wait(superus
     assert waits["runs"][0]["status_display"] == "Waiting for quiet hours"
     assert waits["runs"][0]["quiet_wait"].startswith("2 waiting for ")
     assert waits["active"] is False  # polled slowly: nothing happens before the window opens
+
+
+def test_the_estimate_names_the_missing_template_instead_of_counting_zero(superuser_client):
+    customers_with_consent(3, channels=("email",))
+    segment = SegmentFactory()
+    url = reverse("admin:campaigns_campaign_estimate")
+    base = {"segment": segment.pk, "is_marketing": "on", "reentry_days": "30", "holdout_percent": "0", "sms_enabled": "on"}
+
+    none_chosen = superuser_client.get(url, {**base, "channels": ["email", "in_app"]}).json()
+    sms_missing = superuser_client.get(url, {**base, "channels": ["email", "sms"],
+                                             "email_template": MessageTemplateFactory(channel="email").pk}).json()
+
+    assert none_chosen == {"ok": False, "error": "Choose an email template to send by email. "
+                                                 "Choose an in-app template to send in-app messages."}
+    assert (sms_missing["reachable"], sms_missing["missing"]) == (3, ["Choose an SMS template to send by SMS."])
+
+
+def test_the_change_page_has_one_table_of_runs_whose_rows_link_to_the_run_and_its_deliveries(superuser_client):
+    customers_with_consent(2)
+    campaign = campaign_for()
+    run = campaign_launch(campaign=campaign, sync=True)
+
+    page = superuser_client.get(reverse("admin:campaigns_campaign_change", args=[campaign.pk])).content.decode()
+    progress = superuser_client.get(reverse("admin:campaigns_campaign_progress", args=[campaign.pk])).json()
+
+    assert 'id="run-progress"' in page
+    assert 'id="runs-group"' not in page and 'id="runs-heading"' not in page  # no server-drawn inline to go stale
+    assert (progress["status"], progress["status_display"]) == ("completed", "Completed")
+    [row] = progress["runs"]
+    assert row["url"] == reverse("admin:campaigns_campaignrun_change", args=[run.pk])
+    assert row["deliveries_url"] == reverse("admin:campaigns_delivery_changelist") + f"?run__id__exact={run.pk}"
+
+
+def test_the_progress_rows_link_only_where_the_viewer_may_go(client):
+    user = UserFactory()
+    user.user_permissions.add(Permission.objects.get(codename="view_campaign"))
+    client.force_login(user)
+    customers_with_consent(1)
+    campaign = campaign_for()
+    campaign_launch(campaign=campaign, sync=True)
+
+    [row] = client.get(reverse("admin:campaigns_campaign_progress", args=[campaign.pk])).json()["runs"]
+
+    assert (row["url"], row["deliveries_url"]) == ("", "")
+
+
+def test_launching_a_campaign_that_ran_warns_that_re_entry_skips_those_reached(superuser_client):
+    customers_with_consent(1)
+    fresh = campaign_for()
+    ran = campaign_for(reentry_days=30)
+    campaign_launch(campaign=ran, sync=True)
+    again = campaign_for(reentry_days=0)
+    campaign_launch(campaign=again, sync=True)
+
+    def launch_form(campaign):
+        page = superuser_client.get(reverse("admin:campaigns_campaign_change", args=[campaign.pk])).content.decode()
+        start = page.index('data-verb="launch"')
+        return page[start:page.index(">", start)]
+
+    assert "data-note" not in launch_form(fresh)
+    assert 'data-note="This campaign ran before: re-entry skips the customers it reached in the last 30 days."' \
+        in launch_form(ran)
+    assert "the customers it reached get it again" in launch_form(again)
+
+
+def test_the_schedule_reads_as_one_sentence_and_the_add_page_says_to_save_first(superuser_client):
+    campaign = campaign_for(schedule_kind="once", scheduled_at=None)
+
+    change = superuser_client.get(reverse("admin:campaigns_campaign_change", args=[campaign.pk])).content.decode()
+    add = superuser_client.get(reverse("admin:campaigns_campaign_add")).content.decode()
+
+    assert "Once, at a time not yet chosen. Not scheduled: press" in change and ".." not in change.split("Not scheduled")[0][-40:]
+    assert 'Saving does not schedule: press "Schedule" (or "Launch now") above.' in change
+    assert "Saving does not schedule: save, then Launch now or Schedule." in add
+    assert "above." not in add.split("Saving does not schedule")[1][:80]
+    # the crontab fields are a fieldset of their own, which the page's script shows for a recurring schedule
+    assert 'class="module aligned cron-schedule"' in add
+
+
+def test_the_list_shows_channels_by_label_in_their_order_and_no_schedule_once_completed(superuser_client):
+    sms_first = campaign_for(channels=("sms", "email"), name="SMS first")
+    done = campaign_for(name="Done", status=Campaign.Status.COMPLETED)
+
+    page = superuser_client.get(reverse("admin:campaigns_campaign_changelist")).content.decode()
+
+    assert '<td class="field-channels_display">SMS → Email</td>' in page
+    done_row = page[page.index(f'/{done.pk}/change/'):]
+    done_row = done_row[:done_row.index("</tr>")]
+    assert '<td class="field-schedule_display">—</td>' in done_row
+    sms_row = page[page.index(f'/{sms_first.pk}/change/'):]
+    assert '<td class="field-schedule_display">Once, at a time not yet chosen</td>' in sms_row[:sms_row.index("</tr>")]

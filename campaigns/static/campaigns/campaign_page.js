@@ -1,7 +1,9 @@
 /* The campaign page: channels put in order with up/down buttons, the audience estimate kept
-   up to date as the marketer edits, and a confirmation before cancelling. Loaded as a static
-   file (the Content-Security-Policy runs no inline handler). Without it the page still works:
-   the channel rows keep their order numbers and the estimate is not shown. */
+   up to date as the marketer edits, a confirmation before launching or cancelling, and the
+   crontab fields shown only for a recurring schedule. Loaded as a static file (the
+   Content-Security-Policy runs no inline handler). Without it the page still works: the
+   channel rows keep their order numbers, the crontab fields stay shown, the buttons act at
+   once and the estimate is not shown. */
 (function () {
   "use strict";
 
@@ -67,6 +69,7 @@
 
     function draw(data) {
       box.textContent = "";
+      delete box.dataset.reachable;
       if (!data.ok) {
         var note = document.createElement("span"); note.className = "estimate-note"; note.textContent = data.error;
         box.appendChild(note);
@@ -89,6 +92,12 @@
         sample.textContent = "Counted on a sample of " + number(data.sampled) + " customers.";
         box.appendChild(sample);
       }
+      // A ticked channel without its template sends nothing: say so beside the others' count.
+      (data.missing || []).forEach(function (text) {
+        var missing = document.createElement("div"); missing.className = "estimate-note estimate-missing";
+        missing.textContent = text;
+        box.appendChild(missing);
+      });
       box.dataset.reachable = data.reachable;
     }
 
@@ -112,13 +121,42 @@
     return later;
   }
 
+  // "Send to about 89 customers now?" when the estimate knows, and what re-entry does when the
+  // campaign ran before: a launch sends at once and cannot be undone.
+  function launchQuestion(form, box) {
+    var reachable = box && box.dataset.reachable !== undefined ? Number(box.dataset.reachable) : NaN;
+    var question = isNaN(reachable) ? "Send this campaign now?"
+      : "Send to about " + number(reachable) + " customer" + (reachable === 1 ? "" : "s") + " now?";
+    return form.dataset.note ? question + " " + form.dataset.note : question;
+  }
+
+  // Minute, hour and day fields mean something only for a recurring schedule, the date only for
+  // a one-off: each shows for its kind (a part holding an error stays shown).
+  function scheduleKind(select) {
+    var cron = document.querySelector("fieldset.cron-schedule");
+    var once = document.querySelector(".form-row.field-scheduled_at");
+    function show() {
+      var recurring = select.value === "recurring";
+      // style, not the hidden attribute: the admin's own display rules would override that
+      if (cron && !cron.querySelector(".errorlist")) { cron.style.display = recurring ? "" : "none"; }
+      if (once && !once.querySelector(".errorlist")) { once.style.display = recurring ? "none" : ""; }
+    }
+    select.addEventListener("change", show);
+    show();
+  }
+
   function init() {
     var box = document.getElementById("audience-estimate");
     var later = box ? estimateBox(box) : function () {};
     document.querySelectorAll(".channel-order").forEach(function (widget) { channelWidget(widget, later); });
-    document.querySelectorAll("form.campaign-control[data-confirm]").forEach(function (form) {
+    var kind = document.getElementById("id_schedule_kind");
+    if (kind) { scheduleKind(kind); }
+    document.querySelectorAll("form.campaign-control").forEach(function (form) {
+      var launch = form.dataset.verb === "launch";
+      if (!launch && !form.dataset.confirm) { return; }
       form.addEventListener("submit", function (event) {
-        if (!window.confirm(form.dataset.confirm)) { event.preventDefault(); }
+        var question = launch ? launchQuestion(form, box) : form.dataset.confirm;
+        if (!window.confirm(question)) { event.preventDefault(); }
       });
     });
   }
