@@ -191,7 +191,7 @@ def message_preview(*, template: MessageTemplate, customer: Customer, campaign: 
 # The test send ------------------------------------------------------------------------------
 
 
-def test_message_preview(*, template: MessageTemplate, customer: Customer,
+def preview_for_test_send(*, template: MessageTemplate, customer: Customer,
                          campaign: Campaign | None = None) -> MessagePreview:
     """``template`` rendered for a test send: as ``message_preview`` renders it for a viewer who
     may not see codes, so that the offer is always the sample grant and its claim link inert."""
@@ -205,7 +205,7 @@ def preview_send(*, preview: MessagePreview, to: str) -> str:
     row, no consent or window check, nothing counted. Returns what was done ("sent by email");
     the transport's errors propagate.
 
-    ``preview`` must come from ``test_message_preview``: one carrying a customer's own grant
+    ``preview`` must come from ``preview_for_test_send``: one carrying a customer's own grant
     (a real code, a working claim link) is refused with ValueError."""
     if preview.grant is not None and not preview.grant_is_sample:
         raise ValueError("A test carries the sample grant, never a customer's own.")

@@ -24,8 +24,8 @@ from campaigns.previews import (
     customer_of_segment,
     customers_matching,
     message_preview,
+    preview_for_test_send,
     preview_send,
-    test_message_preview,
 )
 from campaigns.rendering import (
     EMAIL_STARTING_POINTS,
@@ -274,7 +274,7 @@ class MessageTemplateAdmin(ImportExportAdmin):
                 masked = mask_email(to) if template.channel == Channel.EMAIL else mask_phone(to)
                 # The page may show the customer's own code to staff who may see codes; the test,
                 # sent to any typed address, carries the sample grant and an inert claim link.
-                test = test_message_preview(template=template, customer=customer, campaign=campaign)
+                test = preview_for_test_send(template=template, customer=customer, campaign=campaign)
                 try:
                     outcome = preview_send(preview=test, to=to)
                 except Exception as exc:  # noqa: BLE001 - shown to the marketer, who can fix the address or settings

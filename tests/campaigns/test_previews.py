@@ -16,8 +16,8 @@ from campaigns.previews import (
     grant_of,
     inbox_preheader,
     message_preview,
+    preview_for_test_send,
     preview_send,
-    test_message_preview,
 )
 from campaigns.rendering import render_message, sample_customer
 from tests.factories import (
@@ -198,7 +198,7 @@ def test_a_test_renders_the_sample_grant_even_for_a_customer_with_their_own():
     customer = CustomerFactory()
     OfferGrantFactory(customer=customer, campaign=campaign, offer=campaign.offer, code="K7QM-3XPA-9RTW")
 
-    test = test_message_preview(template=campaign.email_template, customer=customer, campaign=campaign)
+    test = preview_for_test_send(template=campaign.email_template, customer=customer, campaign=campaign)
 
     assert test.grant_is_sample and test.grant.pk is None
     assert "SAMP-LE23-CODE" in test.message.html and "K7QM-3XPA-9RTW" not in test.message.html
