@@ -6,7 +6,7 @@ from datetime import date, datetime, timedelta
 
 from celery.schedules import crontab
 from cron_descriptor import Options, get_description
-from django.db import DatabaseError, connection, transaction
+from django.db import DatabaseError, connection
 from django.db.models import BigIntegerField, Case, Count, Exists, IntegerField, Min, OuterRef, Q, QuerySet, Subquery, Sum, Value, When
 from django.db.models.expressions import RawSQL
 from django.db.models.functions import Coalesce
@@ -16,6 +16,7 @@ from campaigns.materialize import IN_FLIGHT, MAYBE_SENT, channel_enabled
 from campaigns.models import Campaign, CampaignRun, ChannelPolicy, ContactPolicy, Delivery
 from consent.models import Channel, Purpose
 from consent.selectors import ADDRESS_FIELDS, consent_granted_q, contactable_q
+from core.statement_timeout import query_cancelled, statement_timeout
 from reactivation.models import Customer
 
 # The estimate counts exactly up to this many customers of the segment; a larger segment is
@@ -92,10 +93,8 @@ def campaign_audience_estimate(*, campaign: Campaign, now: datetime | None = Non
         policies.setdefault(channel, ChannelPolicy(channel=channel))
     chosen = [c for c in dict.fromkeys(campaign.channels or []) if c in Channel.values]
     usable_channels = [c for c in chosen if channel_enabled(campaign=campaign, channel=c, contact_policy=contact)]
-    bounded = connection.vendor == "postgresql"
     try:
-        with transaction.atomic():
-            previous = _statement_timeout(f"{int(timeout_ms)}ms") if bounded else None
+        with statement_timeout(timeout_ms):
             customers = campaign.segment.customers().order_by()
             size = customers.count()
             stride = max(1, math.ceil(size / sample)) if sample else 1
@@ -103,13 +102,8 @@ def campaign_audience_estimate(*, campaign: Campaign, now: datetime | None = Non
                 customers = customers.annotate(sample_bucket=_sample_bucket(stride)).filter(sample_bucket=0)
             counts = _audience_counts(customers=customers, campaign=campaign, channels=usable_channels,
                                       policies=policies, contact=contact, now=now)
-            # A local setting lasts until the OUTERMOST transaction ends: a caller already in one
-            # (ATOMIC_REQUESTS, a service) gets its own timeout back. On an error, rolling back
-            # to the savepoint undoes the setting by itself.
-            if bounded:
-                _statement_timeout(previous)
     except DatabaseError as exc:
-        if getattr(getattr(exc, "__cause__", None), "sqlstate", None) != "57014":  # query_canceled
+        if not query_cancelled(exc):
             raise
         return {"ok": False, "error": f"Counting took more than {timeout_ms / 1000:g} s; the estimate is not available."}
 
@@ -127,15 +121,6 @@ def campaign_audience_estimate(*, campaign: Campaign, now: datetime | None = Non
         "segment": size, "consent": consent, "suppressed": suppressed, "reentry": reentry, "capped": capped,
         "holdout": holdout, "reachable": eligible - holdout,
     }
-
-
-def _statement_timeout(value: str) -> str:
-    """SET LOCAL statement_timeout = ``value``; returns the value it replaces."""
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT current_setting('statement_timeout')")
-        previous = cursor.fetchone()[0]
-        cursor.execute("SELECT set_config('statement_timeout', %s, true)", [value])
-        return previous
 
 
 def _audience_counts(*, customers, campaign, channels, policies, contact, now) -> dict:

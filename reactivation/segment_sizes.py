@@ -16,10 +16,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
-from django.db import DatabaseError, connection, transaction
+from django.db import DatabaseError, transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
+from core.statement_timeout import query_cancelled, statement_timeout
 from reactivation.models import Customer, Segment
 from reactivation.selectors import segment_customers, segment_sample, segment_size
 
@@ -30,7 +31,6 @@ logger = logging.getLogger(__name__)
 LIVE_COUNT_TIMEOUT_MS = 2_000
 
 # PostgreSQL's SQLSTATE for a statement cancelled by statement_timeout.
-QUERY_CANCELED = "57014"
 
 
 # Background refresh ------------------------------------------------------------------------------
@@ -78,22 +78,16 @@ def segment_sizes_refresh(
 
 def _refresh_count(segment: Segment, timeout_ms: int) -> int | None:
     """The segment's size, or None when PostgreSQL's statement_timeout cancelled the count."""
-    if connection.vendor != "postgresql":
-        return segment_size(segment=segment)
-    with transaction.atomic():
-        previous = _statement_timeout(f"{int(timeout_ms)}ms")
+    with statement_timeout(timeout_ms):
         try:
             with transaction.atomic():
                 return segment_size(segment=segment)
         except DatabaseError as exc:
-            if not _cancelled(exc):
+            if not query_cancelled(exc):
                 raise
             logger.warning("segment size count cancelled after %d ms segment=%s; its previous size is kept",
                            timeout_ms, segment.pk)
             return None
-        finally:
-            # A caller already inside a transaction gets its own timeout back.
-            _statement_timeout(previous)
 
 
 def segment_size_label(*, segment: Segment, now: datetime | None = None) -> str:
@@ -151,31 +145,10 @@ def segment_size_live(*, segment: Segment, sample_size: int = 5, timeout_ms: int
     not rows), and a cancelled sample is left empty. On SQLite (the embedded development
     database) nothing bounds the count.
     """
-    bounded = connection.vendor == "postgresql"
-    with transaction.atomic():
-        previous = _statement_timeout(f"{int(timeout_ms)}ms") if bounded else None
-        try:
-            count, exact = _count_within_timeout(segment, bounded)
-            sample = _sample_within_timeout(segment, sample_size, bounded)
-        finally:
-            # SET LOCAL lasts until the outermost transaction ends: a caller already inside one
-            # (a request or test transaction) gets its own timeout back.
-            if bounded:
-                _statement_timeout(previous)
+    with statement_timeout(timeout_ms) as bounded:
+        count, exact = _count_within_timeout(segment, bounded)
+        sample = _sample_within_timeout(segment, sample_size, bounded)
     return LiveSize(count=count, exact=exact, sample=sample)
-
-
-def _statement_timeout(value: str) -> str:
-    """SET LOCAL statement_timeout = value; returns the value it replaces."""
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT current_setting('statement_timeout')")
-        previous = cursor.fetchone()[0]
-        cursor.execute("SELECT set_config('statement_timeout', %s, true)", [value])
-        return previous
-
-
-def _cancelled(exc: DatabaseError) -> bool:
-    return getattr(exc.__cause__, "sqlstate", None) == QUERY_CANCELED
 
 
 def _count_within_timeout(segment: Segment, bounded: bool) -> tuple[int | None, bool]:
@@ -183,7 +156,7 @@ def _count_within_timeout(segment: Segment, bounded: bool) -> tuple[int | None, 
         with transaction.atomic():
             return segment_size(segment=segment), True
     except DatabaseError as exc:
-        if not (bounded and _cancelled(exc)):
+        if not (bounded and query_cancelled(exc)):
             raise
     try:
         with transaction.atomic():
@@ -201,6 +174,6 @@ def _sample_within_timeout(segment: Segment, sample_size: int, bounded: bool) ->
         with transaction.atomic():
             return list(segment_sample(segment=segment, limit=sample_size))
     except DatabaseError as exc:
-        if not (bounded and _cancelled(exc)):
+        if not (bounded and query_cancelled(exc)):
             raise
         return []
