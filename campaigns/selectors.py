@@ -7,7 +7,7 @@ from datetime import date, datetime, timedelta
 from celery.schedules import crontab
 from cron_descriptor import Options, get_description
 from django.db import DatabaseError, connection
-from django.db.models import BigIntegerField, Case, Count, Exists, IntegerField, Min, OuterRef, Q, QuerySet, Subquery, Sum, Value, When
+from django.db.models import BigIntegerField, Case, Count, Exists, IntegerField, Max, Min, OuterRef, Q, QuerySet, Subquery, Sum, Value, When
 from django.db.models.expressions import RawSQL
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -182,15 +182,25 @@ class QuietHoursWait:
 
     deferred: int
     first_at: datetime | None
+    last_at: datetime | None = None
 
     def describe(self, *, now: datetime | None = None) -> str:
-        """e.g. "12 waiting for 08:00 (Asia/Shanghai)", with the day when it is not today."""
+        """e.g. "12 waiting for 08:00 (Asia/Shanghai)", or, when the customers' windows open at
+        different times (several time zones), "22 waiting for 08:00 to 16:00 (UTC)": the run is
+        done only once the last of them is sent. The day is added when it is not today."""
         if self.first_at is None:
             return f"{self.deferred} waiting for quiet hours to end"
-        local = timezone.localtime(self.first_at)
         today = timezone.localtime(now or timezone.now()).date()
-        day = "" if local.date() == today else f" {_day(local.date())}"
-        return f"{self.deferred} waiting for {local:%H:%M}{day} ({timezone.get_current_timezone_name()})"
+        zone = timezone.get_current_timezone_name()
+        first = self._local(self.first_at, today)
+        if self.last_at is None or self.last_at == self.first_at:
+            return f"{self.deferred} waiting for {first} ({zone})"
+        return f"{self.deferred} waiting for {first} to {self._local(self.last_at, today)} ({zone})"
+
+    @staticmethod
+    def _local(at: datetime, today: date) -> str:
+        local = timezone.localtime(at)
+        return f"{local:%H:%M}" + ("" if local.date() == today else f" {_day(local.date())}")
 
 
 def _day(value: date) -> str:
@@ -206,12 +216,13 @@ def runs_waiting_for_quiet_hours(*, run_ids) -> dict[int, QuietHoursWait]:
         return {}
     rows = (
         Delivery.objects.filter(run_id__in=run_ids, status__in=(*_BUSY_DELIVERY_STATUSES, Delivery.Status.DEFERRED))
-        .order_by().values_list("run_id", "status").annotate(n=Count("pk"), first=Min("not_before"))
+        .order_by().values_list("run_id", "status")
+        .annotate(n=Count("pk"), first=Min("not_before"), last=Max("not_before"))
     )
     busy, deferred = set(), {}
-    for run_id, status, n, first in rows:
+    for run_id, status, n, first, last in rows:
         if status == Delivery.Status.DEFERRED:
-            deferred[run_id] = QuietHoursWait(deferred=n, first_at=first)
+            deferred[run_id] = QuietHoursWait(deferred=n, first_at=first, last_at=last)
         else:
             busy.add(run_id)
     return {run_id: wait for run_id, wait in deferred.items() if run_id not in busy}

@@ -127,8 +127,10 @@ def run_progress(*, run: CampaignRun, now: datetime | None = None) -> dict:
     total = values["targeted"]
     status_display, quiet_wait = run.get_status_display(), ""
     if run.status == CampaignRun.Status.SENDING and not waiting and values["deferred_quiet"]:
-        first = Delivery.objects.filter(run=run, status=Delivery.Status.DEFERRED).aggregate(first=Min("not_before"))["first"]
-        quiet_wait = QuietHoursWait(deferred=values["deferred_quiet"], first_at=first).describe(now=now)
+        window = Delivery.objects.filter(run=run, status=Delivery.Status.DEFERRED).aggregate(
+            first=Min("not_before"), last=Max("not_before"))
+        quiet_wait = QuietHoursWait(deferred=values["deferred_quiet"], first_at=window["first"],
+                                    last_at=window["last"]).describe(now=now)
         status_display = "Waiting for quiet hours"
     return {
         "id": run.pk, "number": run.number, "status": run.status, "status_display": status_display,

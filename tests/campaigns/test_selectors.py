@@ -190,6 +190,19 @@ def test_the_wait_is_described_in_the_site_time_zone(settings):
     assert wait.describe(now=datetime(2024, 6, 4, 1, 0, tzinfo=SHANGHAI)) == "12 waiting for 08:00 (Asia/Shanghai)"
 
 
+def test_a_wait_across_several_time_zones_names_when_the_last_window_opens(settings):
+    from campaigns.selectors import QuietHoursWait
+
+    # given customers in London and Los Angeles held until their 08:00 (08:00 and 16:00 UTC)
+    settings.TIME_ZONE = "UTC"
+    wait = QuietHoursWait(deferred=22, first_at=datetime(2026, 11, 30, 8, 0, tzinfo=ZoneInfo("UTC")),
+                          last_at=datetime(2026, 11, 30, 16, 0, tzinfo=ZoneInfo("UTC")))
+    # then the run is said to wait until the last of them, not only the first
+    assert wait.describe(now=datetime(2026, 11, 30, 1, 0, tzinfo=ZoneInfo("UTC"))) == "22 waiting for 08:00 to 16:00 (UTC)"
+    assert wait.describe(now=datetime(2026, 11, 29, 20, 0, tzinfo=ZoneInfo("UTC"))) == (
+        "22 waiting for 08:00 Mon 30 Nov to 16:00 Mon 30 Nov (UTC)")
+
+
 # Schedule in words -----------------------------------------------------------------------------
 
 
