@@ -19,18 +19,6 @@ from tests.factories import BrandFactory, MessageTemplateFactory, SegmentFactory
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def superuser_client(client):
-    client.force_login(UserFactory(is_superuser=True))
-    return client
-
-
-@pytest.fixture
-def marketer_client(client):
-    user = UserFactory()
-    user.groups.add(Group.objects.get(name="Marketer"))
-    client.force_login(user)
-    return client
 
 
 def messages_of(response):

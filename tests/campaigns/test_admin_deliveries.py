@@ -22,18 +22,6 @@ LIST = "admin:campaigns_delivery_changelist"
 NOV_2 = datetime(2026, 11, 2, 9, 0, tzinfo=dt_timezone.utc)
 
 
-@pytest.fixture
-def superuser_client(client):
-    client.force_login(UserFactory(is_superuser=True))
-    return client
-
-
-@pytest.fixture
-def marketer_client(client):
-    user = UserFactory()
-    user.groups.add(Group.objects.get(name="Marketer"))
-    client.force_login(user)
-    return client
 
 
 def delivery(*, campaign, run, customer=None, **fields):

@@ -18,11 +18,6 @@ pytestmark = pytest.mark.django_db
 
 
 
-@pytest.fixture
-def admin_client(client):
-    client.force_login(UserFactory(username="root", is_superuser=True))
-    return client
-
 
 def staff_with(client, *codenames):
     user = UserFactory()

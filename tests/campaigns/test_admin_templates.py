@@ -31,11 +31,6 @@ from tests.factories import (
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def admin_client(client):
-    client.force_login(UserFactory(username="root", is_superuser=True))
-    return client
-
 
 def staff_with(client, *codenames):
     user = UserFactory()
