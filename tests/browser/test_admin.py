@@ -7,30 +7,16 @@ from django.core import mail
 from django.urls import reverse
 
 from consent.models import ConsentEvent
+from tests.browser.admin_session import log_in
 from tests.factories import CustomerFactory, MessageTemplateFactory, UserFactory
 
 expect = pytest.importorskip("playwright.sync_api", reason="browser tests need playwright").expect
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
-PASSWORD = "pass-w0rd-for-tests"  # UserFactory's
 # Tall enough that nothing scrolls: a click on "Send test" made right after scrolling past the
 # preview's sandboxed iframe sometimes reached the iframe instead (about one run in five).
 ADMIN_SCREEN = {"width": 1200, "height": 1600}
-
-
-def _log_in(page, live_server, username, password=PASSWORD):
-    """Submit the login form; returns the POST's status once the page it leads to has loaded
-    (navigating away while the redirect still loads can swallow the next form submission)."""
-    page.goto(live_server.url + reverse("admin:login") + "?next=" + reverse("admin:index"))
-    page.get_by_label("Username").fill(username)
-    page.get_by_label("Password").fill(password)
-    with page.expect_response(lambda response: response.request.method == "POST") as posted:
-        page.get_by_role("button", name="Log in").click()
-    if posted.value.status == 302:
-        page.wait_for_url(live_server.url + reverse("admin:index"))
-    page.wait_for_load_state()
-    return posted.value.status
 
 
 def _session_key(page):
@@ -41,10 +27,10 @@ def test_logging_in_through_the_form_opens_a_session_for_that_user(live_server, 
     user = UserFactory(username="marketer", is_superuser=True)
 
     with open_browser(**ADMIN_SCREEN) as page:
-        refused = _log_in(page, live_server, "marketer", password="not-the-password")
+        refused = log_in(page, live_server, "marketer", password="not-the-password")
         expect(page.get_by_text("Please enter the correct username and password")).to_be_visible()
         key_after_refusal = _session_key(page)
-        accepted = _log_in(page, live_server, "marketer")
+        accepted = log_in(page, live_server, "marketer")
         expect(page.get_by_role("heading", name="Bring dormant customers back")).to_be_visible()
         key = _session_key(page)
 
@@ -69,7 +55,7 @@ def test_the_email_preview_shows_the_rendered_message(live_server, open_browser)
     url = live_server.url + reverse("admin:campaigns_messagetemplate_preview", args=[template.pk])
 
     with open_browser(**ADMIN_SCREEN) as page:
-        _log_in(page, live_server, "editor")
+        log_in(page, live_server, "editor")
         page.goto(f"{url}?external_id={customer.external_id}")
         expect(page.locator("#preview-subject")).to_contain_text("想你了！")
         email = page.frame_locator("#preview-html")
@@ -92,7 +78,7 @@ def test_a_test_send_from_the_preview_is_logged_and_mailed(live_server, open_bro
     template = MessageTemplateFactory()
 
     with open_browser(**ADMIN_SCREEN) as page:
-        _log_in(page, live_server, "sender")
+        log_in(page, live_server, "sender")
         page.goto(live_server.url + reverse("admin:campaigns_messagetemplate_preview", args=[template.pk]))
         page.get_by_label("Send a test to").fill("Me@Example.com")
         page.get_by_role("button", name="Send test").click()

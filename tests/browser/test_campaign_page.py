@@ -8,7 +8,8 @@ from django.core import mail
 from django.urls import reverse
 
 from campaigns.models import Campaign, CampaignRun, InboxMessage
-from tests.browser.test_admin import ADMIN_SCREEN, _log_in
+from tests.browser.admin_session import log_in
+from tests.browser.test_admin import ADMIN_SCREEN
 from tests.campaigns.pipeline_helpers import customers_with_consent
 from tests.factories import BrandFactory, MessageTemplateFactory, OfferFactory, SegmentFactory, UserFactory
 
@@ -36,7 +37,7 @@ def test_a_campaign_is_built_estimated_and_launched_from_its_page(live_server, o
     OfferFactory(name="20 off 100")
 
     with open_browser(**ADMIN_SCREEN) as page:
-        _log_in(page, live_server, "marketer")
+        log_in(page, live_server, "marketer")
         page.goto(live_server.url + reverse("admin:campaigns_campaign_add"))
         page.get_by_label("Name").fill("Spring win-back")
         page.locator("#id_segment").select_option(label="Dormant 90 days")
@@ -83,7 +84,7 @@ def test_the_channels_keep_their_order_numbers_without_javascript(live_server, o
     MessageTemplateFactory(name="Short", channel="sms")
 
     with open_browser(**ADMIN_SCREEN) as page:
-        _log_in(page, live_server, "marketer")
+        log_in(page, live_server, "marketer")
         page.route("**/campaign_page.js", lambda route: route.abort())
         page.goto(live_server.url + reverse("admin:campaigns_campaign_add"))
         page.get_by_label("Name").fill("No script")

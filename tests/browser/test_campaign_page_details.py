@@ -8,7 +8,8 @@ from django.urls import reverse
 
 from campaigns.models import Campaign, CampaignRun
 from campaigns.services import campaign_launch
-from tests.browser.test_admin import ADMIN_SCREEN, _log_in
+from tests.browser.admin_session import log_in
+from tests.browser.test_admin import ADMIN_SCREEN
 from tests.campaigns.pipeline_helpers import campaign_for, customers_with_consent
 from tests.factories import SegmentFactory, UserFactory
 
@@ -43,7 +44,7 @@ def test_launch_now_asks_first_naming_the_audience_and_what_re_entry_skips(
     change = live_server.url + reverse("admin:campaigns_campaign_change", args=[campaign.pk])
 
     with open_browser(**ADMIN_SCREEN) as page:
-        _log_in(page, live_server, "marketer")
+        log_in(page, live_server, "marketer")
         dialogs = Dialogs(page)
         page.goto(change)
         expect(page.locator("#audience-estimate .estimate-total")).to_contain_text("3")
@@ -69,7 +70,7 @@ def test_the_estimate_names_the_template_a_ticked_channel_lacks(live_server, ope
     SegmentFactory(name="Dormant 90 days")
 
     with open_browser(**ADMIN_SCREEN) as page:
-        _log_in(page, live_server, "marketer")
+        log_in(page, live_server, "marketer")
         page.goto(live_server.url + reverse("admin:campaigns_campaign_add"))
         page.locator("#id_segment").select_option(label="Dormant 90 days")
         page.get_by_label("Email", exact=True).check()
@@ -93,7 +94,7 @@ def test_the_status_follows_the_live_table_whose_rows_link_to_the_run_and_its_de
         route.fulfill(response=response, json={**response.json(), "status": "completed", "status_display": "Completed"})
 
     with open_browser(**ADMIN_SCREEN) as page:
-        _log_in(page, live_server, "marketer")
+        log_in(page, live_server, "marketer")
         page.route(f"**{progress}", finished)
         page.goto(change)
         status = page.locator(".field-status .readonly")
@@ -115,7 +116,7 @@ def test_the_runs_table_scrolls_inside_its_box_not_the_page(live_server, open_br
     change = live_server.url + reverse("admin:campaigns_campaign_change", args=[campaign.pk])
 
     with open_browser(width=width, height=900) as page:
-        _log_in(page, live_server, "marketer")
+        log_in(page, live_server, "marketer")
         page.goto(change)
         expect(page.locator("#run-progress tbody tr").first.locator("td").nth(1)).to_have_text("Done")
         box = page.locator(".run-progress-scroll").evaluate(
@@ -133,7 +134,7 @@ def test_the_crontab_fields_show_only_for_a_recurring_schedule(live_server, open
     UserFactory(username="marketer", is_superuser=True)
 
     with open_browser(**ADMIN_SCREEN) as page:
-        _log_in(page, live_server, "marketer")
+        log_in(page, live_server, "marketer")
         page.goto(live_server.url + reverse("admin:campaigns_campaign_add"))
         cron = page.locator("fieldset.cron-schedule")
         send_at = page.locator(".form-row.field-scheduled_at")

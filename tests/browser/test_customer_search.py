@@ -11,23 +11,15 @@ from django.utils import timezone
 
 from campaigns.models import CampaignRun, Delivery
 from reactivation.models import LifecycleTransition
+from tests.browser.admin_session import log_in
 from tests.factories import CampaignFactory, CustomerFactory, OfferGrantFactory, UserFactory
 
 expect = pytest.importorskip("playwright.sync_api", reason="browser tests need playwright").expect
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
-PASSWORD = "pass-w0rd-for-tests"  # UserFactory's
 WIDE = {"width": 1440, "height": 1000}
 EMAIL = "cui.yang@example.com"
-
-
-def _log_in(page, live_server, username):
-    page.goto(live_server.url + reverse("admin:login") + "?next=" + reverse("admin:reactivation_customer_changelist"))
-    page.get_by_label("Username").fill(username)
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Log in").click()
-    page.wait_for_url(live_server.url + reverse("admin:reactivation_customer_changelist"))
 
 
 def _search(page, term):
@@ -64,7 +56,7 @@ def test_marketer_finds_customers_by_part_of_a_name_and_reads_one_timeline(live_
     marketer.groups.add(Group.objects.get(name="Marketer"))
 
     with open_browser(**WIDE) as page:
-        _log_in(page, live_server, "marketer")
+        log_in(page, live_server, "marketer", next_url=reverse("admin:reactivation_customer_changelist"))
         chinese = _search(page, "洋")
         latin = _search(page, "rivera")
         chinese_pair = _search(page, "崔洋")

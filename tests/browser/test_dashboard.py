@@ -12,21 +12,12 @@ from django.utils import timezone
 from campaigns.models import Campaign, CampaignRun
 from campaigns.services import campaign_schedule
 from reactivation.models import Customer, LifecycleTransition
+from tests.browser.admin_session import log_in
 from tests.factories import CampaignFactory, CustomerFactory, UserFactory
 
 expect = pytest.importorskip("playwright.sync_api", reason="browser tests need playwright").expect
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
-
-PASSWORD = "pass-w0rd-for-tests"  # UserFactory's
-
-
-def _log_in(page, live_server, username):
-    page.goto(live_server.url + reverse("admin:login") + "?next=" + reverse("admin:index"))
-    page.get_by_label("Username").fill(username)
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Log in").click()
-    page.wait_for_url(live_server.url + reverse("admin:index"))
 
 
 def test_the_home_page_draws_the_charts_and_tables_of_the_figures(live_server, open_browser, shots_dir):
@@ -48,7 +39,7 @@ def test_the_home_page_draws_the_charts_and_tables_of_the_figures(live_server, o
     campaign_url = reverse("admin:campaigns_campaign_change", args=[campaign.pk])
 
     with open_browser(width=1280, height=1000) as page:
-        _log_in(page, live_server, "boss")
+        log_in(page, live_server, "boss")
         expect(page.get_by_role("heading", name="Bring dormant customers back")).to_be_visible()
         charts = page.locator("svg.dashboard-chart-svg[role=img]")
         expect(charts).to_have_count(3)
@@ -117,7 +108,7 @@ def test_the_home_page_fits_its_charts_and_tables_at_desktop_and_phone_widths(
     _world_with_a_run()
 
     with open_browser(width=width, height=900) as page:
-        _log_in(page, live_server, "boss")
+        log_in(page, live_server, "boss")
         # every label and legend entry of every chart is drawn inside it ("became dorm…" was cut)
         charts = page.locator("svg.dashboard-chart-svg")
         expect(charts).to_have_count(3)

@@ -11,22 +11,14 @@ from django.urls import reverse
 from config.celery import app as celery_app
 from consent.models import ConsentEvent
 from reactivation.models import Customer, ImportJob, LifecycleState, Segment
+from tests.browser.admin_session import log_in
 from tests.factories import CustomerFactory, UserFactory
 
 expect = pytest.importorskip("playwright.sync_api", reason="browser tests need playwright").expect
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
-PASSWORD = "pass-w0rd-for-tests"  # UserFactory's
 ADMIN_SCREEN = {"width": 1400, "height": 1600}
-
-
-def _log_in(page, live_server, username):
-    page.goto(live_server.url + reverse("admin:login") + "?next=" + reverse("admin:index"))
-    page.get_by_label("Username").fill(username)
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Log in").click()
-    page.wait_for_url(live_server.url + reverse("admin:index"))
 
 
 def _watch_console(page) -> list[str]:
@@ -65,7 +57,7 @@ def test_the_segment_size_follows_the_filters_as_they_are_edited(live_server, op
 
     with open_browser(**ADMIN_SCREEN) as page:
         problems = _watch_console(page)
-        _log_in(page, live_server, "marketer")
+        log_in(page, live_server, "marketer")
         page.goto(url)
         count = page.locator("#segment-live-count")
         expect(count).to_have_text("3")  # counted when the page was drawn
@@ -109,7 +101,7 @@ def test_an_import_with_consent_columns_gets_its_notice_version_on_the_preview(l
 
     with open_browser(**ADMIN_SCREEN) as page:
         problems = _watch_console(page)
-        _log_in(page, live_server, "importer")
+        log_in(page, live_server, "importer")
         page.goto(upload_url)
         page.locator('input[name="file"]').set_input_files(
             files=[{"name": "consent.csv", "mimeType": "text/csv", "buffer": csv.encode()}]

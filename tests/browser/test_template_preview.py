@@ -7,7 +7,7 @@ from django.core import mail
 from django.urls import reverse
 
 from campaigns.models import Delivery, OfferGrant
-from tests.browser.test_admin import _log_in
+from tests.browser.admin_session import log_in
 from tests.factories import BrandFactory, CampaignFactory, CustomerFactory, MessageTemplateFactory, OfferFactory, UserFactory
 
 expect = pytest.importorskip("playwright.sync_api", reason="browser tests need playwright").expect
@@ -43,7 +43,7 @@ def test_the_preview_shows_the_customers_email_from_the_campaign_and_a_test_for_
     url = live_server.url + reverse("admin:campaigns_messagetemplate_preview", args=[template.pk])
 
     with open_browser(**SCREEN) as page:
-        _log_in(page, live_server, "editor")
+        log_in(page, live_server, "editor")
         # the campaign page links here with the campaign preselected; the marketer searches a name
         page.goto(f"{url}?campaign={campaign.pk}")
         page.get_by_label("Customer").fill("欧阳")
@@ -88,7 +88,7 @@ def test_the_template_lists_buttons_do_not_cover_its_heading(live_server, open_b
     MessageTemplateFactory()
 
     with open_browser(width=width, height=900) as page:
-        _log_in(page, live_server, "lister")
+        log_in(page, live_server, "lister")
         page.goto(live_server.url + reverse("admin:campaigns_messagetemplate_changelist"))
         heading = page.locator("#content h1").bounding_box()
         buttons = [link.bounding_box() for link in page.locator("ul.object-tools a").all()]
